@@ -1,0 +1,56 @@
+# Loopline: the two commands are `make run` and `make test`; each sets itself up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements/pipeline.lock requirements/dev.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.8"
+	$(BIN)/uv pip sync --python $(BIN)/python requirements/pipeline.lock requirements/dev.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create the pipeline environment (.venv) from the lock files
+
+run: venv ## generate the default data and run the whole pipeline with dvc repro
+	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
+	$(BIN)/dvc repro
+	@$(BIN)/loopline summary
+
+test: venv ## run the test suite
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+test-fast: venv ## unit tests only
+	$(BIN)/pytest -q -m "not slow and not live" tests/unit
+
+lint: venv ## ruff, format check and mypy
+	$(BIN)/ruff check pipelines plugins dags tests benchmarks
+	$(BIN)/ruff format --check pipelines plugins dags tests benchmarks
+	$(BIN)/mypy
+
+format: venv ## format the code
+	$(BIN)/ruff format pipelines plugins dags tests benchmarks
+	$(BIN)/ruff check --fix pipelines plugins dags tests benchmarks
+
+bench: venv ## run every benchmark (writes benchmarks/results/*.json)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lock: ## recompile the lock files after editing requirements/*.in
+	$(BIN)/uv pip compile requirements/pipeline.in -o requirements/pipeline.lock --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+	$(BIN)/uv pip compile requirements/dev.in -o requirements/dev.lock --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+
+clean: ## remove generated data and reports (keeps the environment)
+	rm -rf data/landing data/lake data/quarantine reports/* .dvc/tmp
+
+.PHONY: help venv run test test-fast lint format bench lock clean

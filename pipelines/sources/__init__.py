@@ -1,0 +1,33 @@
+"""Source adapters: map raw files of one kind onto the event-table contract (DESIGN.md).
+
+An adapter lists its landing files and reads one into a pyarrow table whose columns are the event
+table's (``event_id``, ``event_time``, the entity key, the declared feature columns, ``label``,
+``label_time``), still as raw strings where the file is text: type coercion and every row-level check
+happen in the ETL stage, the same for every source. An adapter never drops a row; it may drop columns
+(leaky ones), and it reports lines it could not parse so that they are quarantined, not lost.
+"""
+
+from __future__ import annotations
+
+from pipelines.config import Params
+from pipelines.sources.base import FileRejected, RawBatch, SourceAdapter
+
+__all__ = ["FileRejected", "RawBatch", "SourceAdapter", "adapter_for"]
+
+
+def adapter_for(params: Params) -> SourceAdapter:
+    """The adapter that ``params.source.kind`` selects."""
+    kind = params.source.kind
+    if kind == "synthetic":
+        from pipelines.sources.base import CsvAdapter
+
+        return CsvAdapter(schema=params.schema, pattern="*.csv")
+    if kind == "generic":
+        from pipelines.sources.generic import GenericAdapter
+
+        return GenericAdapter(schema=params.schema, cfg=params.source.generic)
+    if kind == "hotel":
+        from pipelines.sources.hotel import HotelAdapter
+
+        return HotelAdapter(schema=params.schema, cfg=params.source.hotel)
+    raise ValueError(f"params: source.kind = {kind!r}: expected synthetic, hotel or generic")

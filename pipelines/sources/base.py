@@ -1,0 +1,152 @@
+"""Shared pieces of the source adapters: the raw batch, whole-file rejection and a CSV reader."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from pipelines import storage
+from pipelines.config import SchemaConfig
+
+CORE_COLUMNS = ("event_id", "event_time", "label", "label_time")
+
+
+class FileRejected(Exception):
+    """A landing file that cannot be read as a whole (e.g. a required column is missing).
+
+    ``reason`` is a short code for the manifest; the message says what is wrong and how to fix it.
+    ``rows`` is how many data rows the file holds, so that they are counted as quarantined.
+    """
+
+    def __init__(self, reason: str, message: str, rows: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.rows = rows
+
+
+@dataclass
+class RawBatch:
+    """One landing file read and mapped onto the event-table columns, not yet type-checked."""
+
+    table: pa.Table  # contract columns (strings for text sources); row order = file order
+    line_numbers: pa.Array | None = None  # 1-based line of each row in the file, when known
+    malformed: list[tuple[int | None, str]] = field(default_factory=list)  # (line, text) not parsed
+    # For sources whose files are not one-per-day, the reference time for "future" checks is the run's.
+    file_date: str | None = None
+
+    @property
+    def rows_read(self) -> int:
+        return self.table.num_rows + len(self.malformed)
+
+
+class SourceAdapter(Protocol):
+    schema: SchemaConfig
+
+    def list_files(self, landing: str) -> list[str]: ...
+
+    def read(self, path: str) -> RawBatch: ...
+
+
+def required_columns(schema: SchemaConfig) -> list[str]:
+    """Columns a landing file must provide after mapping: the core, the entity key and every feature."""
+    return ["event_id", "event_time", schema.entity_key, *schema.feature_columns, "label"]
+
+
+def count_data_lines(data: bytes) -> int:
+    """Data rows of a CSV text: non-empty lines after the header (for whole-file rejections)."""
+    lines = [ln for ln in data.splitlines() if ln.strip()]
+    return max(len(lines) - 1, 0)
+
+
+def read_csv_strings(
+    data: bytes, *, path: str, delimiter: str = ",", null_values: list[str] | None = None
+) -> tuple[pa.Table, list[tuple[int | None, str]]]:
+    """Read CSV bytes with every column as a string; lines with the wrong field count are returned.
+
+    Reading everything as text keeps a wrong value in one row from failing the whole file: each value
+    is coerced and checked per row later. An empty value (or NULL/NA) is a missing value.
+    """
+    if not data.strip():
+        raise FileRejected("empty_file", f"{path}: the file is empty (no header); nothing to load", 0)
+    header = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
+    columns = next(csv.reader([header], delimiter=delimiter))
+    if len(set(columns)) != len(columns):
+        dup = sorted({c for c in columns if columns.count(c) > 1})
+        raise FileRejected(
+            "duplicate_header",
+            f"{path}: header repeats column(s) {dup}; names must be unique",
+            count_data_lines(data),
+        )
+    malformed: list[tuple[int | None, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        malformed.append((row.number, row.text))
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(use_threads=True, block_size=16 << 20),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=True,
+            null_values=null_values if null_values is not None else ["", "NULL", "null", "NaN", "nan", "N/A"],
+            quoted_strings_can_be_null=True,
+        ),
+    )
+    return table, malformed
+
+
+class CsvAdapter:
+    """Landing CSVs that already carry the event-table column names (the synthetic source)."""
+
+    def __init__(self, *, schema: SchemaConfig, pattern: str = "*.csv", delimiter: str = ",") -> None:
+        self.schema = schema
+        self.pattern = pattern
+        self.delimiter = delimiter
+
+    def list_files(self, landing: str) -> list[str]:
+        return storage.list_files(landing, self.pattern)
+
+    def read(self, path: str) -> RawBatch:
+        data = storage.read_bytes(path)
+        table, malformed = read_csv_strings(data, path=path, delimiter=self.delimiter)
+        check_required(table, self.schema, path=path, rows=table.num_rows + len(malformed))
+        return RawBatch(
+            table=select_contract(table, self.schema), malformed=malformed, file_date=date_in_name(path)
+        )
+
+
+def check_required(table: pa.Table, schema: SchemaConfig, *, path: str, rows: int) -> None:
+    missing = [c for c in required_columns(schema) if c not in table.column_names]
+    if missing:
+        raise FileRejected(
+            "missing_required_column",
+            f"{path}: missing required column(s) {missing}; the file has {table.column_names}. "
+            f"Add the column(s), or map them with source.generic.rename in params.yaml",
+            rows,
+        )
+
+
+def select_contract(table: pa.Table, schema: SchemaConfig) -> pa.Table:
+    """Keep the contract's columns in contract order; add an all-null label_time if absent."""
+    cols = ["event_id", "event_time", schema.entity_key, *schema.feature_columns, "label", "label_time"]
+    if "label_time" not in table.column_names:
+        table = table.append_column("label_time", pa.nulls(table.num_rows, pa.string()))
+    return table.select(cols)
+
+
+def date_in_name(path: str) -> str | None:
+    """The YYYY-MM-DD in a landing file's name (one file per day), else None."""
+    import re
+
+    m = re.search(r"(\d{4}-\d{2}-\d{2})", Path(path).name)
+    return m.group(1) if m else None

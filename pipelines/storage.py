@@ -1,0 +1,212 @@
+"""The one storage layer every stage reads and writes through.
+
+A location is a string: a local path (``data/lake``) or, once the S3 backend is configured, an
+``s3://bucket/prefix`` URI. Stages never open files on their own; they call the functions here, which
+dispatch on the location's scheme.
+
+Writes are atomic: a local write goes to a hidden temporary file in the target folder, is fsync'ed,
+then renamed over the target (``os.replace``), so a reader sees either the old content or the new one,
+never a partial file, even if the writer is killed mid-write. Listing skips those hidden temporaries.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "Backend",
+    "backend_for",
+    "copy_file",
+    "delete",
+    "exists",
+    "join",
+    "list_files",
+    "read_bytes",
+    "read_json",
+    "read_parquet",
+    "sha256_of",
+    "write_bytes",
+    "write_json",
+    "write_parquet",
+]
+
+TMP_PREFIX = ".tmp-"
+
+
+class Backend(Protocol):
+    def read_bytes(self, loc: str) -> bytes: ...
+    def write_bytes(self, loc: str, data: bytes) -> None: ...
+    def exists(self, loc: str) -> bool: ...
+    def list_files(self, loc: str, pattern: str = "*", recursive: bool = False) -> list[str]: ...
+    def delete(self, loc: str) -> None: ...
+    def local_path(self, loc: str) -> Path | None: ...
+
+
+class LocalBackend:
+    """Local disk with temp-file + rename writes."""
+
+    def read_bytes(self, loc: str) -> bytes:
+        return Path(loc).read_bytes()
+
+    def write_bytes(self, loc: str, data: bytes) -> None:
+        target = Path(loc)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, loc: str) -> bool:
+        return Path(loc).exists()
+
+    def list_files(self, loc: str, pattern: str = "*", recursive: bool = False) -> list[str]:
+        root = Path(loc)
+        if not root.is_dir():
+            return []
+        it = root.rglob("*") if recursive else root.iterdir()
+        out = []
+        for p in it:
+            if p.is_file() and not p.name.startswith(TMP_PREFIX) and fnmatch.fnmatch(p.name, pattern):
+                out.append(str(p))
+        return sorted(out)
+
+    def delete(self, loc: str) -> None:
+        p = Path(loc)
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+    def local_path(self, loc: str) -> Path | None:
+        return Path(loc)
+
+
+_LOCAL = LocalBackend()
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(scheme: str, backend: Backend) -> None:
+    """Register a backend for a URI scheme (the S3 backend registers ``s3``)."""
+    _BACKENDS[scheme] = backend
+
+
+def backend_for(loc: str) -> Backend:
+    if "://" in loc:
+        scheme = loc.split("://", 1)[0]
+        if scheme not in _BACKENDS and scheme == "s3":
+            from pipelines import s3_storage  # noqa: F401  (registers itself; lazy: boto3 is heavy)
+        if scheme not in _BACKENDS:
+            raise ValueError(
+                f"location {loc!r}: no storage backend for scheme {scheme!r}; use a local path or s3://"
+            )
+        return _BACKENDS[scheme]
+    return _LOCAL
+
+
+def join(base: str | Path, *parts: str) -> str:
+    base = str(base)
+    if "://" in base:
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base, *parts))
+
+
+def read_bytes(loc: str | Path) -> bytes:
+    return backend_for(str(loc)).read_bytes(str(loc))
+
+
+def write_bytes(loc: str | Path, data: bytes) -> None:
+    backend_for(str(loc)).write_bytes(str(loc), data)
+
+
+def exists(loc: str | Path) -> bool:
+    return backend_for(str(loc)).exists(str(loc))
+
+
+def list_files(loc: str | Path, pattern: str = "*", *, recursive: bool = False) -> list[str]:
+    return backend_for(str(loc)).list_files(str(loc), pattern, recursive)
+
+
+def delete(loc: str | Path) -> None:
+    backend_for(str(loc)).delete(str(loc))
+
+
+def local_path(loc: str | Path) -> Path | None:
+    """The local filesystem path for a location, or None when it is remote."""
+    return backend_for(str(loc)).local_path(str(loc))
+
+
+def copy_file(src: str | Path, dst: str | Path) -> None:
+    write_bytes(dst, read_bytes(src))
+
+
+def read_json(loc: str | Path) -> Any:
+    return json.loads(read_bytes(loc))
+
+
+def write_json(loc: str | Path, obj: Any) -> None:
+    """Deterministic JSON (sorted keys, fixed indent) so identical content gives identical bytes."""
+    write_bytes(loc, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_parquet(loc: str | Path, columns: list[str] | None = None) -> pa.Table:
+    path = local_path(loc)
+    if path is not None:
+        return pq.read_table(path, columns=columns)
+    return pq.read_table(io.BytesIO(read_bytes(loc)), columns=columns)
+
+
+def parquet_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
+    """Serialize a table to Parquet bytes deterministically (same table -> same bytes)."""
+    sink = io.BytesIO()
+    pq.write_table(
+        table,
+        sink,
+        compression=None if compression == "none" else compression,
+        write_statistics=True,
+        store_schema=True,
+    )
+    return sink.getvalue()
+
+
+def write_parquet(loc: str | Path, table: pa.Table, *, compression: str = "zstd") -> None:
+    write_bytes(loc, parquet_bytes(table, compression=compression))
+
+
+def sha256_of(loc: str | Path, chunk: int = 1 << 20) -> str:
+    path = local_path(loc)
+    h = hashlib.sha256()
+    if path is not None:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                h.update(block)
+    else:
+        h.update(read_bytes(loc))
+    return h.hexdigest()
+
+
+def iter_parquet_batches(
+    loc: str | Path, batch_size: int = 65_536, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a Parquet file in record batches (bounded memory)."""
+    path = local_path(loc)
+    src: Any = path if path is not None else io.BytesIO(read_bytes(loc))
+    yield from pq.ParquetFile(src).iter_batches(batch_size=batch_size, columns=columns)
