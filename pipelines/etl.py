@@ -139,6 +139,13 @@ def _coerce(
     if kind in ("string", "category"):
         return arr.combine_chunks(), np.zeros(len(arr), dtype=bool)
     if kind in ("float", "int"):
+        try:  # fast path: the whole column casts cleanly
+            out = pc.cast(arr, pa.float64())
+            if kind == "int":
+                out = pc.cast(out, target)
+            return out.combine_chunks(), np.zeros(len(arr), dtype=bool)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
         ok = _to_bool_mask(pc.match_substring_regex(arr, _INT_RE if kind == "int" else _NUM_RE))
         clean = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string()))
         out = pc.cast(pc.cast(clean, pa.float64()), target) if kind == "int" else pc.cast(clean, target)
@@ -158,11 +165,26 @@ def _coerce(
         try:
             out = pc.cast(arr, TS).combine_chunks()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            import pandas as pd
-
-            s = pd.to_datetime(arr.to_pandas(), utc=True, errors="coerce", format="ISO8601")
-            out = pa.array(s, type=TS)
+            out = _parse_times_tolerant(arr)
     return out, present & _is_null(out)
+
+
+def _parse_times_tolerant(arr: pa.ChunkedArray) -> pa.Array:
+    """ISO-8601 variants: values with a zone offset are converted to UTC, values without are taken as UTC.
+
+    The two groups are parsed apart because a parser given both at once may apply one group's offset
+    to the other. Unparseable values become null (and the row is quarantined as wrong_type).
+    """
+    import pandas as pd
+
+    s = pd.Series(arr.to_pandas(), dtype=object)
+    has_zone = s.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True, na=False)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
+    for mask in (has_zone, ~has_zone & s.notna()):
+        if mask.any():
+            parsed = pd.to_datetime(s[mask], utc=True, errors="coerce", format="ISO8601")
+            out[mask] = parsed.astype("datetime64[us, UTC]")
+    return pa.array(out, type=TS)
 
 
 def check_rows(
@@ -201,11 +223,11 @@ def check_rows(
         if spec is not None and kind in ("float", "int"):
             vals = arr.to_numpy(zero_copy_only=False).astype(float)
             with np.errstate(invalid="ignore"):
+                reasons.append((f"not_finite:{name}", np.isinf(vals)))
                 if spec.min is not None:
                     reasons.append((f"below_min:{name}", vals < spec.min))
                 if spec.max is not None:
                     reasons.append((f"above_max:{name}", vals > spec.max))
-                reasons.append((f"not_finite:{name}", np.isinf(vals)))
         if spec is not None and spec.allowed is not None and spec.critical_allowed:
             inset = _to_bool_mask(pc.is_in(arr, pa.array(spec.allowed)))
             reasons.append((f"not_allowed:{name}", ~inset & ~_is_null(arr)))
@@ -233,12 +255,12 @@ def check_rows(
     counts.update(first[bad_any].tolist())
 
     typed["label"] = pc.cast(label, pa.int8(), safe=False)
-    valid_tbl = pa.table(typed).cast(lake_schema(schema))
     keep = pa.array(~bad_any)
+    valid_tbl = pa.table(typed).filter(keep).cast(lake_schema(schema))
     rejected = _as_strings(table).filter(pa.array(bad_any))
     rejected = rejected.append_column("_reason", pa.array(first[bad_any].tolist(), pa.string()))
     rejected = rejected.append_column("_reasons", pa.array(every[bad_any].tolist(), pa.string()))
-    return CheckResult(valid=valid_tbl.filter(keep), rejected=rejected, reasons=counts)
+    return CheckResult(valid=valid_tbl, rejected=rejected, reasons=counts)
 
 
 def _as_strings(table: pa.Table) -> pa.Table:
@@ -263,7 +285,10 @@ def dedupe(valid: pa.Table, seen: pa.Array) -> tuple[pa.Table, np.ndarray, np.nd
     import pandas as pd
 
     ids = valid.column("event_id")
-    in_file = pd.Series(ids.to_pandas(types_mapper=pd.ArrowDtype)).duplicated(keep="first").to_numpy()
+    if len(pc.unique(ids)) == len(ids):  # the common case: no duplicate in the file
+        in_file = np.zeros(len(ids), dtype=bool)
+    else:
+        in_file = pd.Series(ids.to_pandas(types_mapper=pd.ArrowDtype)).duplicated(keep="first").to_numpy()
     if len(seen):
         in_lake = _to_bool_mask(pc.is_in(ids, value_set=seen)) & ~in_file
     else:
@@ -308,11 +333,7 @@ class FileReport:
 
 
 def _file_stat(path: str) -> tuple[int, int]:
-    local = storage.local_path(path)
-    if local is not None:
-        st = local.stat()
-        return st.st_size, st.st_mtime_ns
-    return len(storage.read_bytes(path)), 0
+    return storage.stat(path)  # one HEAD on S3: a changed object of the same size is still seen
 
 
 def _seen_ids(lake: str, dates: list[str], lookback_days: int, *, exclude_part: str) -> pa.Array:
@@ -474,6 +495,8 @@ def run_etl(
     started = time.time()
     as_of = as_of or dt.datetime.now(dt.UTC)
     adapter = adapter_for(params)
+    storage.ensure_dir(lake)
+    storage.ensure_dir(quarantine)
     time_format = params.source.generic.time_format if params.source.kind == "generic" else None
     files = adapter.list_files(landing)
     if only_date:

@@ -37,6 +37,7 @@ __all__ = [
     "read_json",
     "read_parquet",
     "sha256_of",
+    "stat",
     "write_bytes",
     "write_json",
     "write_parquet",
@@ -52,6 +53,7 @@ class Backend(Protocol):
     def list_files(self, loc: str, pattern: str = "*", recursive: bool = False) -> list[str]: ...
     def delete(self, loc: str) -> None: ...
     def local_path(self, loc: str) -> Path | None: ...
+    def stat(self, loc: str) -> tuple[int, int]: ...  # (size in bytes, modified time in ns)
 
 
 class LocalBackend:
@@ -62,17 +64,28 @@ class LocalBackend:
 
     def write_bytes(self, loc: str, data: bytes) -> None:
         target = Path(loc)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+        tmp = ""
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
+        except OSError as err:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            # Name the target and the fix: a bare "[Errno 28] No space left on device" names nothing.
+            raise OSError(
+                err.errno,
+                f"cannot write {target} ({len(data)} bytes): {err.strerror or err}; "
+                f"check free space and write permission on {target.parent}",
+            ) from err
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
             raise
 
     def exists(self, loc: str) -> bool:
@@ -98,6 +111,10 @@ class LocalBackend:
 
     def local_path(self, loc: str) -> Path | None:
         return Path(loc)
+
+    def stat(self, loc: str) -> tuple[int, int]:
+        st = Path(loc).stat()
+        return st.st_size, st.st_mtime_ns
 
 
 _LOCAL = LocalBackend()
@@ -149,9 +166,21 @@ def delete(loc: str | Path) -> None:
     backend_for(str(loc)).delete(str(loc))
 
 
+def stat(loc: str | Path) -> tuple[int, int]:
+    """(size in bytes, last-modified time in ns) of a file or object, without reading it."""
+    return backend_for(str(loc)).stat(str(loc))
+
+
 def local_path(loc: str | Path) -> Path | None:
     """The local filesystem path for a location, or None when it is remote."""
     return backend_for(str(loc)).local_path(str(loc))
+
+
+def ensure_dir(loc: str | Path) -> None:
+    """Create a local folder (an output that must exist even when empty); a no-op for object stores."""
+    path = local_path(loc)
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
 
 
 def copy_file(src: str | Path, dst: str | Path) -> None:

@@ -72,9 +72,10 @@ def read_csv_strings(
     Reading everything as text keeps a wrong value in one row from failing the whole file: each value
     is coerced and checked per row later. An empty value (or NULL/NA) is a missing value.
     """
-    if not data.strip():
+    if not data[:65536].strip() and not data.strip():
         raise FileRejected("empty_file", f"{path}: the file is empty (no header); nothing to load", 0)
-    header = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
+    eol = data.find(b"\n")
+    header = (data if eol < 0 else data[:eol]).decode("utf-8-sig", errors="replace").rstrip("\r")
     columns = next(csv.reader([header], delimiter=delimiter))
     if len(set(columns)) != len(columns):
         dup = sorted({c for c in columns if columns.count(c) > 1})

@@ -183,10 +183,10 @@ def generate_day(
     ]  # fmt: skip
 
     if n_burst_rows:
-        # Compromised cards: a burst of payments within three hours, mostly online and often abroad.
+        # Compromised cards: a burst of payments within 90 minutes, mostly online and often abroad.
         cards = np.repeat(rng.choice(len(pop.card_weight), n_bursts, p=pop.card_weight), burst_sizes)
         start = np.repeat(rng.uniform(0, 21 * 3600, n_bursts), burst_sizes)
-        t = day_start_ns + ((start + rng.uniform(0, 3 * 3600, n_burst_rows)) * 1e9).astype(np.int64)
+        t = day_start_ns + ((start + rng.uniform(0, 1.5 * 3600, n_burst_rows)) * 1e9).astype(np.int64)
         abroad = rng.random(n_burst_rows) < 0.5
         ctry = np.where(abroad, rng.choice(len(COUNTRIES), n_burst_rows), pop.card_country[cards])
         merch = rng.choice(len(pop.merchant_weight), n_burst_rows)

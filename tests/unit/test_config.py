@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import ConfigError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_default_params_load() -> None:
+    p = load_params(ROOT / "params.yaml")
+    assert p.source.kind == "synthetic"
+    assert p.schema.entity_key == "card_id"
+    assert "amount" in p.schema.feature_columns and "card_id" not in p.schema.feature_columns
+
+
+def test_unknown_key_names_the_path() -> None:
+    raw = _raw()
+    raw["synthetic"]["rows_per_dya"] = 10
+    with pytest.raises(ConfigError) as exc:
+        parse_params(raw, source=Path("params.yaml"))
+    msg = str(exc.value)
+    assert msg.count("\n") == 0, "one problem, one line"
+    assert "synthetic.rows_per_dya" in msg and "unknown key" in msg
+
+
+def test_wrong_type_and_range_name_value_and_expectation() -> None:
+    raw = _raw()
+    raw["synthetic"]["rows_per_day"] = -5
+    raw["etl"]["dedup_lookback_days"] = "seven"
+    with pytest.raises(ConfigError) as exc:
+        parse_params(raw)
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 2
+    assert any("synthetic.rows_per_day = -5" in ln and "greater than 0" in ln for ln in lines)
+    assert any("etl.dedup_lookback_days = 'seven'" in ln and "integer" in ln for ln in lines)
+
+
+def test_schema_rules() -> None:
+    raw = _raw()
+    raw["schema"]["columns"].append({"name": "amount", "type": "float"})
+    with pytest.raises(ConfigError, match="duplicate column names"):
+        parse_params(raw)
+    raw = _raw()
+    raw["schema"]["columns"].append({"name": "label", "type": "int"})
+    with pytest.raises(ConfigError, match="core columns"):
+        parse_params(raw)
+    raw = _raw()
+    raw["schema"]["columns"][5]["min"] = 10
+    raw["schema"]["columns"][5]["max"] = 1
+    with pytest.raises(ConfigError, match="must not exceed"):
+        parse_params(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)

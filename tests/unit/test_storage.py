@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines import storage
+
+
+def test_atomic_write_leaves_no_temporaries(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b.bin"
+    storage.write_bytes(target, b"hello")
+    storage.write_bytes(target, b"world")
+    assert target.read_bytes() == b"world"
+    assert [p.name for p in target.parent.iterdir()] == ["b.bin"]
+
+
+def test_failed_write_keeps_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    storage.write_json(target, {"v": 1})
+
+    class Boom:
+        def __bytes__(self) -> bytes:
+            raise RuntimeError("boom")
+
+    with pytest.raises(TypeError):
+        storage.write_bytes(target, Boom())  # type: ignore[arg-type]
+    assert storage.read_json(target) == {"v": 1}
+    assert sorted(os.listdir(tmp_path)) == ["x.json"]
+
+
+def test_listing_skips_hidden_temporaries(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-123").write_bytes(b"partial")
+    (tmp_path / "part-a.parquet").write_bytes(b"x")
+    assert storage.list_files(tmp_path) == [str(tmp_path / "part-a.parquet")]
+
+
+def test_parquet_bytes_are_deterministic(tmp_path: Path) -> None:
+    t = pa.table({"a": [1, 2, 3], "b": ["x", None, "z"]})
+    storage.write_parquet(tmp_path / "one.parquet", t)
+    storage.write_parquet(tmp_path / "two.parquet", t)
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
+    assert storage.read_parquet(tmp_path / "one.parquet").equals(t)
+
+
+def test_json_is_canonical(tmp_path: Path) -> None:
+    storage.write_json(tmp_path / "a.json", {"b": 1, "a": 2})
+    storage.write_json(tmp_path / "b.json", {"a": 2, "b": 1})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no storage backend for scheme 'gs'"):
+        storage.read_bytes("gs://bucket/key")
