@@ -35,6 +35,8 @@ import pyarrow.compute as pc
 from pipelines import storage
 from pipelines.config import ColumnSpec, EtlConfig, Params, SchemaConfig
 from pipelines.sources import FileRejected, RawBatch, SourceAdapter
+from pipelines.timeparse import TS as TIMESTAMP_UTC
+from pipelines.timeparse import parse_times
 
 __all__ = [
     "CheckResult",
@@ -54,7 +56,7 @@ _NUM_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 _INT_RE = r"^\s*[+-]?\d+(\.0*)?\s*$"
 _TRUE = ["true", "True", "TRUE", "1", "yes", "t", "y"]
 _FALSE = ["false", "False", "FALSE", "0", "no", "f", "n"]
-TS = pa.timestamp("us", tz="UTC")
+TS = TIMESTAMP_UTC
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(), "category": pa.string(), "float": pa.float64(), "int": pa.int64(),
     "bool": pa.bool_(), "timestamp": TS,
@@ -156,35 +158,8 @@ def _coerce(
         out = pc.if_else(pa.array(ok), t, pa.scalar(None, pa.bool_()))
         return out.combine_chunks(), present & ~ok
     # timestamps: the fast vectorized ISO-8601 cast first, a tolerant parser for the rest
-    if time_format:
-        parsed = pc.strptime(arr, format=time_format, unit="us", error_is_null=True)
-        if parsed.type.tz is None:
-            parsed = pc.assume_timezone(parsed, "UTC")
-        out = pc.cast(parsed, TS).combine_chunks()
-    else:
-        try:
-            out = pc.cast(arr, TS).combine_chunks()
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            out = _parse_times_tolerant(arr)
+    out = parse_times(arr, time_format)
     return out, present & _is_null(out)
-
-
-def _parse_times_tolerant(arr: pa.ChunkedArray) -> pa.Array:
-    """ISO-8601 variants: values with a zone offset are converted to UTC, values without are taken as UTC.
-
-    The two groups are parsed apart because a parser given both at once may apply one group's offset
-    to the other. Unparseable values become null (and the row is quarantined as wrong_type).
-    """
-    import pandas as pd
-
-    s = pd.Series(arr.to_pandas(), dtype=object)
-    has_zone = s.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True, na=False)
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
-    for mask in (has_zone, ~has_zone & s.notna()):
-        if mask.any():
-            parsed = pd.to_datetime(s[mask], utc=True, errors="coerce", format="ISO8601")
-            out[mask] = parsed.astype("datetime64[us, UTC]")
-    return pa.array(out, type=TS)
 
 
 def check_rows(

@@ -272,7 +272,7 @@ def _inject_bad_records(
     seed: int,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     n = len(df)
-    per_kind = max(1, int(round(n * cfg.bad_records.rate / len(BAD_KINDS))))
+    per_kind = max(1, round(n * cfg.bad_records.rate / len(BAD_KINDS)))
     s = df.astype(object)
     s["event_time"] = _iso(df["event_time"])
     s["label_time"] = _iso(df["label_time"])
