@@ -1,0 +1,655 @@
+"""Feature stage: point-in-time aggregates, a spec fitted on the train split only, leakage checks, report.
+
+``loopline features`` reads the labelled splits (``data/labeled/{train,valid,test}.parquet``) and the
+lake, and writes the feature matrices, ``spec.json`` and the features report. The pieces:
+
+- :func:`entity_aggregates` (pure): per event, its entity's count, sum and mean of a value over
+  trailing windows and the seconds since its previous event, from *strictly earlier* events of the
+  full lake history (not only the sampled rows). The window is ``[t - w, t)``: an event exactly ``w``
+  earlier counts, the event itself never does, and events at the very same timestamp do not see each
+  other (their order within a tick is unknown, so neither may use the other). The aggregates become
+  ordinary numeric inputs of the spec; a batch or edge caller computes them upstream the same way.
+- :func:`fit_spec` (pure): every statistic from the train split only; the spec records the fit window,
+  the row count and the train split's digest, which the leakage check verifies.
+- :func:`pipelines.featurespec.transform` is the one transform (numpy only), used here, in batch scoring
+  and on the edge. :func:`transform_frame` is an independent pandas implementation of the same spec,
+  kept as the reference the parity test compares against.
+- :mod:`pipelines.leakage` runs on every build and fails it, naming each problem.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import html
+import logging
+import math
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines import featurespec as fs
+from pipelines import leakage
+from pipelines.config import ColumnSpec, FeaturesConfig, Params, SchemaConfig
+
+__all__ = [
+    "FeatureBuild",
+    "aggregate_columns",
+    "build_features",
+    "entity_aggregates",
+    "fit_spec",
+    "frame_to_columns",
+    "parse_window",
+    "psi",
+    "run_features",
+    "transform_frame",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+META_COLUMNS = (
+    "event_id", "event_time", "label", "label_time", "label_source", "label_weight", "sample_weight", "split",
+)  # fmt: skip
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+# --------------------------------------------------------------------------- point-in-time aggregates
+
+
+def parse_window(window: str) -> int:
+    """``"30m"``, ``"1h"``, ``"7d"`` -> seconds."""
+    if (
+        len(window) < 2
+        or window[-1] not in _UNIT_SECONDS
+        or not window[:-1].isdigit()
+        or int(window[:-1]) < 1
+    ):
+        raise ValueError(
+            f"aggregate window {window!r}: expected a positive number and s, m, h or d, e.g. 24h"
+        )
+    return int(window[:-1]) * _UNIT_SECONDS[window[-1]]
+
+
+def aggregate_columns(entity_key: str, windows: Sequence[str], value_column: str | None) -> dict[str, bool]:
+    """Aggregate column names -> whether the column can be missing (no earlier event)."""
+    cols: dict[str, bool] = {}
+    for w in windows:
+        cols[f"{entity_key}__n_{w}"] = False
+        if value_column:
+            cols[f"{entity_key}__sum_{value_column}_{w}"] = False
+            cols[f"{entity_key}__mean_{value_column}_{w}"] = True
+    cols[f"{entity_key}__secs_since_prev"] = True
+    return cols
+
+
+def epoch_us(times: pd.Series) -> np.ndarray:
+    """A time column (tz-aware, naive-as-UTC or text) as int64 epoch microseconds."""
+    t = pd.to_datetime(times, utc=True)
+    return t.dt.tz_convert(None).to_numpy(dtype="datetime64[us]").astype(np.int64)
+
+
+def entity_aggregates(
+    events: pd.DataFrame, *, entity_key: str, windows: Sequence[str], value_column: str | None = None
+) -> pd.DataFrame:
+    """Per event (same row order as ``events``): ``event_id`` and the point-in-time aggregates of its entity.
+
+    Only events strictly earlier than the event itself count (window ``[t - w, t)``; ties excluded).
+    ``sum`` treats a missing value as 0, ``mean`` averages the non-missing values (NaN when there are
+    none); ``secs_since_prev`` is NaN for an entity's first event. A missing entity key never pools
+    rows: each such event is its own entity.
+    """
+    for c in ("event_id", "event_time", entity_key, *([value_column] if value_column else [])):
+        if c not in events.columns:
+            raise KeyError(
+                f"entity_aggregates: column {c!r} is missing from the events (have {list(events.columns)})"
+            )
+    n = len(events)
+    secs = [parse_window(w) for w in windows]
+    t = epoch_us(events["event_time"])
+    codes, _ = pd.factorize(events[entity_key])
+    codes = codes.astype(np.int64)
+    lone = codes < 0
+    codes[lone] = codes.max(initial=-1) + 1 + np.arange(int(lone.sum()))
+    order = np.lexsort((t, codes))
+    g, ts = codes[order], t[order]
+    # Rank-compress every time we compare (event times and window starts) so that (group, time) fits one
+    # sortable int64 key whatever the time span and the number of entities.
+    starts = [ts - s * 1_000_000 for s in secs]
+    grid = np.unique(np.concatenate([ts, *starts])) if n else np.zeros(0, dtype=np.int64)
+    width = np.int64(len(grid) + 1)
+    key = g * width + np.searchsorted(grid, ts)
+    hi = np.searchsorted(key, key, side="left")  # first event of the group at the same time: ties excluded
+    out: dict[str, np.ndarray] = {}
+    if value_column:
+        v = pd.to_numeric(events[value_column], errors="coerce").to_numpy(dtype=np.float64)[order]
+        present = ~np.isnan(v)
+        csum = np.concatenate([[0.0], np.cumsum(np.where(present, v, 0.0))])
+        cnum = np.concatenate([[0], np.cumsum(present)])
+    for w, start in zip(windows, starts, strict=True):
+        lo = np.searchsorted(key, g * width + np.searchsorted(grid, start), side="left")
+        out[f"{entity_key}__n_{w}"] = (hi - lo).astype(np.float64)
+        if value_column:
+            total = csum[hi] - csum[lo]
+            k = cnum[hi] - cnum[lo]
+            out[f"{entity_key}__sum_{value_column}_{w}"] = total
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"{entity_key}__mean_{value_column}_{w}"] = np.where(
+                    k > 0, total / np.maximum(k, 1), np.nan
+                )
+    prev = hi - 1
+    has_prev = (prev >= 0) & (g[np.maximum(prev, 0)] == g)
+    out[f"{entity_key}__secs_since_prev"] = np.where(has_prev, (ts - ts[np.maximum(prev, 0)]) / 1e6, np.nan)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    frame = pd.DataFrame({name: col[inverse] for name, col in out.items()})
+    frame.insert(0, "event_id", events["event_id"].to_numpy())
+    return frame
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _column_kind(col: ColumnSpec) -> str | None:
+    if col.type in ("string", "category"):
+        return "categorical"
+    if col.type in ("float", "int", "bool"):
+        return "numeric"
+    return None  # timestamps: not a feature by themselves
+
+
+def input_kinds(
+    schema: SchemaConfig, cfg: FeaturesConfig, aggregates: Mapping[str, bool] | None = None
+) -> dict[str, str]:
+    """Input columns of the spec -> ``numeric`` or ``categorical`` (entity key and dropped columns out)."""
+    known = {c.name for c in schema.columns}
+    for where, names in (("features.drop", cfg.drop), ("features.discretize", list(cfg.discretize)),
+                         ("features.scale_overrides", list(cfg.scale_overrides)),
+                         ("features.encoding_overrides", list(cfg.encoding_overrides)),
+                         ("features.crosses", [c for cross in cfg.crosses for c in cross])):  # fmt: skip
+        unknown = sorted(set(names) - known - set(aggregates or {}))
+        if unknown:
+            raise ValueError(f"params: {where} names {unknown}, which schema.columns does not declare")
+    kinds: dict[str, str] = {}
+    for col in schema.columns:
+        if col.name == schema.entity_key or col.name in cfg.drop:
+            continue
+        kind = _column_kind(col)
+        if kind is not None:
+            kinds[col.name] = kind
+    for name in aggregates or {}:
+        kinds[name] = "numeric"
+    return kinds
+
+
+def _skew(x: np.ndarray) -> float:
+    if x.size < 3:
+        return 0.0
+    sd = x.std()
+    return float(((x - x.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
+
+
+def _fit_numeric(
+    x: np.ndarray, *, name: str, cfg: FeaturesConfig, nullable: bool, is_bool: bool
+) -> dict[str, Any]:
+    finite = x[~np.isnan(x)]
+    if cfg.impute == "zero" or finite.size == 0:
+        impute = 0.0
+    else:
+        impute = float(np.median(finite) if cfg.impute == "median" else finite.mean())
+    scale = cfg.scale_overrides.get(name, "none" if is_bool else cfg.scaling)
+    if scale == "auto":
+        scale = "log" if finite.size and finite.min() >= 0 and _skew(finite) > 1.0 else "standard"
+    xi = np.where(np.isnan(x), impute, x)
+    g = np.log1p(np.maximum(xi, 0.0)) if scale == "log" else xi
+    if scale in ("standard", "log") and g.size:
+        shift, divisor = float(g.mean()), float(g.std())
+    elif scale == "minmax" and g.size:
+        shift, divisor = float(g.min()), float(g.max() - g.min())
+    else:
+        shift, divisor = 0.0, 1.0
+    if not math.isfinite(divisor) or divisor <= 0:
+        divisor = 1.0
+    indicator = cfg.missing_indicators == "always" or (cfg.missing_indicators == "nullable" and nullable)
+    bins = None
+    if name in cfg.discretize and xi.size:
+        qs = np.quantile(xi, np.linspace(0, 1, cfg.discretize[name] + 1)[1:-1])
+        bins = [float(b) for b in np.unique(qs)]
+    return {"op": "numeric", "column": name, "impute": impute, "indicator": indicator, "scale": scale,
+            "shift": shift, "divisor": divisor, "bins": bins}  # fmt: skip
+
+
+def _vocabulary(text: np.ndarray, missing: np.ndarray, min_count: int) -> list[str]:
+    cats, counts = np.unique(text[~missing], return_counts=True)
+    keep = [(int(-c), str(v)) for v, c in zip(cats, counts, strict=True) if c >= min_count]
+    return [v for _, v in sorted(keep)]  # most frequent first, ties by name: deterministic
+
+
+def fit_spec(
+    train: pd.DataFrame,
+    *,
+    cfg: FeaturesConfig,
+    schema: SchemaConfig,
+    aggregates: Mapping[str, bool] | None = None,
+    aggregate_windows: Sequence[str] = (),
+    aggregate_value: str | None = None,
+) -> dict[str, Any]:
+    """Fit the feature spec on the train split only (pure). ``aggregates``: aggregate column -> nullable."""
+    if len(train) == 0:
+        raise ValueError("fit_spec: the train split is empty; nothing to fit the feature spec on")
+    kinds = input_kinds(schema, cfg, aggregates)
+    declared = {c.name: c for c in schema.columns}
+    missing_cols = [c for c in kinds if c not in train.columns]
+    if missing_cols:
+        raise KeyError(f"fit_spec: the train split lacks input columns {missing_cols}")
+    transforms: list[dict[str, Any]] = []
+    for name, kind in kinds.items():
+        col = declared.get(name)
+        if kind == "numeric":
+            nullable = col.nullable if col is not None else bool((aggregates or {}).get(name, True))
+            transforms.append(
+                _fit_numeric(
+                    fs.as_float(train[name].to_numpy()),
+                    name=name,
+                    cfg=cfg,
+                    nullable=nullable,
+                    is_bool=col is not None and col.type == "bool",
+                )
+            )
+            continue
+        enc = cfg.encoding_overrides.get(name)
+        if enc is None and col is not None and col.high_cardinality:
+            enc = "hash"
+        if enc == "hash":
+            transforms.append({"op": "hash", "columns": [name], "buckets": cfg.hash_buckets})
+            continue
+        text, missing = fs.as_text(frame_to_columns(train, [name])[name])
+        vocab = _vocabulary(text, missing, cfg.min_category_count)
+        if enc is None:
+            enc = "onehot" if len(vocab) <= cfg.onehot_max_categories else "ordinal"
+        transforms.append({"op": enc, "column": name, "categories": vocab})
+    for cross in cfg.crosses:
+        transforms.append({"op": "hash", "columns": list(cross), "buckets": cfg.cross_buckets})
+    if cfg.cyclical:
+        transforms.append({"op": "cyclical", "column": "event_time", "parts": ["hour", "dow"]})
+    t = pd.to_datetime(train["event_time"], utc=True)
+    spec: dict[str, Any] = {
+        "entity_key": schema.entity_key,
+        "inputs": {**kinds, **({"event_time": "time"} if cfg.cyclical else {})},
+        "transforms": transforms,
+        "aggregates": {
+            "columns": list(aggregates or {}),
+            "windows": list(aggregate_windows),
+            "value_column": aggregate_value,
+            "semantics": "per entity, strictly earlier events only: window [t - w, t), same-timestamp "
+            "events excluded; computed upstream, inputs of this spec",
+        },
+        "fit": {
+            "split": "train",
+            "rows": len(train),
+            "window": {"start": t.min().isoformat(), "end": t.max().isoformat()},
+            "train_digest": leakage.split_digest(train["event_id"]),
+        },
+    }
+    return fs.finalize_spec(spec)
+
+
+# --------------------------------------------------------------------------- training-path transforms
+
+
+def frame_to_columns(df: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The DataFrame columns as numpy arrays for :func:`featurespec.transform` (missing -> None/NaN)."""
+    cols: dict[str, np.ndarray] = {}
+    for name in names:
+        s = df[name]
+        if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+            cols[name] = epoch_us(s)
+        elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            cols[name] = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            cols[name] = s.astype(object).where(s.notna(), None).to_numpy(dtype=object)
+    return cols
+
+
+def transform_columns(spec: Mapping[str, Any], df: pd.DataFrame) -> np.ndarray:
+    """The production path: DataFrame -> arrays -> the one numpy transform."""
+    return fs.transform(spec, frame_to_columns(df, fs.input_columns(spec)))
+
+
+def transform_frame(spec: Mapping[str, Any], df: pd.DataFrame) -> pd.DataFrame:
+    """An independent pandas implementation of the spec (the reference for the parity test)."""
+    out: dict[str, pd.Series] = {}
+    idx = df.index
+
+    def text(name: str) -> pd.Series:
+        s = df[name].astype("string").str.strip()
+        return s.mask(s.isin(list(fs._MISSING_TEXT)))
+
+    for op in spec["transforms"]:
+        kind = op["op"]
+        if kind == "numeric":
+            c = op["column"]
+            x = pd.to_numeric(df[c], errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+            missing = x.isna()
+            xi = x.fillna(op["impute"])
+            g = np.log1p(xi.clip(lower=0.0)) if op["scale"] == "log" else xi
+            out[f"{c}__{op['scale']}"] = (g - op["shift"]) / op["divisor"]
+            if op["indicator"]:
+                out[f"{c}__missing"] = missing.astype("float64")
+            if op["bins"] is not None:
+                out[f"{c}__bin"] = xi.map(lambda v, e=op["bins"]: float(bisect.bisect_right(e, v)))
+        elif kind in ("onehot", "ordinal"):
+            c = op["column"]
+            s = text(c)
+            if kind == "ordinal":
+                codes = {cat: float(i + 1) for i, cat in enumerate(op["categories"])}
+                out[f"{c}__ord"] = s.map(codes).astype("float64").fillna(0.0)
+            else:
+                hits = pd.Series(False, index=idx)
+                for cat in op["categories"]:
+                    eq = (s == cat).fillna(False).astype(bool)
+                    out[f"{c}=={cat}"] = eq.astype("float64")
+                    hits |= eq
+                out[f"{c}=={fs.UNKNOWN}"] = (~hits).astype("float64")
+        elif kind == "hash":
+            name = "_x_".join(op["columns"])
+            key = text(op["columns"][0]).fillna(fs.MISSING_TOKEN)
+            for c in op["columns"][1:]:
+                key = key + fs.CROSS_SEP + text(c).fillna(fs.MISSING_TOKEN)
+            salt = zlib.crc32(name.encode("utf-8"))
+            bucket = key.map(lambda v, s=salt, b=op["buckets"]: zlib.crc32(v.encode("utf-8"), s) % b)
+            width = len(str(op["buckets"] - 1))
+            for i in range(op["buckets"]):
+                out[f"{name}__h{i:0{width}d}"] = (bucket == i).astype("float64")
+        elif kind == "cyclical":
+            c = op["column"]
+            ts = pd.to_datetime(df[c], utc=True)
+            missing = ts.isna()
+            for part in op["parts"]:
+                if part == "hour":
+                    sod = ts.dt.hour * 3600 + ts.dt.minute * 60 + ts.dt.second + ts.dt.microsecond / 1e6
+                    frac = sod / 86400.0
+                else:
+                    frac = ts.dt.dayofweek / 7.0
+                angle = 2 * math.pi * frac.astype("float64")
+                out[f"{c}__{part}_sin"] = np.sin(angle).where(~missing, 0.0)
+                out[f"{c}__{part}_cos"] = np.cos(angle).where(~missing, 0.0)
+        else:
+            raise fs.SpecError(f"transform_frame: unknown op {kind!r}")
+    frame = pd.DataFrame(out, index=idx)
+    return frame[list(spec["feature_names"])].astype("float32")
+
+
+# --------------------------------------------------------------------------- report statistics
+
+
+def psi(reference: np.ndarray, current: np.ndarray, *, bins: int = 10, eps: float = 1e-4) -> float:
+    """Population stability index of ``current`` against ``reference`` (quantile bins of the reference;
+    exact values when the reference has at most 20 distinct values)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.size == 0 or cur.size == 0:
+        return float("nan")
+    uniq = np.unique(ref)
+    if uniq.size <= 20:
+        ri = np.searchsorted(uniq, ref)
+        ci = np.searchsorted(uniq, cur)
+        known = (ci < uniq.size) & (uniq[np.minimum(ci, uniq.size - 1)] == cur)
+        ci = np.where(known, ci, uniq.size)  # values unseen in the reference get their own bin
+        width = uniq.size + 1
+    else:
+        edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+        ri, ci = np.searchsorted(edges, ref, side="right"), np.searchsorted(edges, cur, side="right")
+        width = edges.size + 1
+    p = np.bincount(ri, minlength=width) / ref.size + eps
+    q = np.bincount(ci, minlength=width) / cur.size + eps
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+# --------------------------------------------------------------------------- the build
+
+
+@dataclass
+class FeatureBuild:
+    spec: dict[str, Any]
+    matrices: dict[str, np.ndarray]  # split -> float32 feature matrix
+    frames: dict[str, pd.DataFrame]  # split -> input rows with aggregates joined (row order = matrix)
+    leakage: leakage.LeakageReport
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _attach_aggregates(
+    splits: Mapping[str, pd.DataFrame], history: pd.DataFrame | None, *, entity_key: str, cfg: FeaturesConfig
+) -> tuple[dict[str, pd.DataFrame], dict[str, bool]]:
+    agg = cfg.aggregates
+    if not agg.enabled:
+        return dict(splits), {}
+    value = agg.value_column
+    cols = ["event_id", "event_time", entity_key, *([value] if value else [])]
+    parts = [df[cols] for df in splits.values()]
+    if history is not None and len(history):
+        parts.insert(0, history[cols])
+    events = pd.concat(parts, ignore_index=True).drop_duplicates("event_id", keep="first")
+    table = entity_aggregates(
+        events, entity_key=entity_key, windows=agg.windows, value_column=value
+    ).set_index("event_id")
+    out = {}
+    for name, df in splits.items():
+        joined = table.reindex(df["event_id"].to_numpy())
+        out[name] = pd.concat([df.reset_index(drop=True), joined.reset_index(drop=True)], axis=1)
+    return out, aggregate_columns(entity_key, agg.windows, value)
+
+
+def build_features(
+    splits: Mapping[str, pd.DataFrame],
+    *,
+    history: pd.DataFrame | None,
+    cfg: FeaturesConfig,
+    schema: SchemaConfig,
+    seed: int,
+    importance: Mapping[str, float] | None = None,
+) -> FeatureBuild:
+    """Aggregates, fit on train, leakage checks (raise LeakageError listing every problem), transform."""
+    if "train" not in splits or len(splits["train"]) == 0:
+        raise ValueError(f"build_features: a non-empty 'train' split is required (got {sorted(splits)})")
+    frames, agg_cols = _attach_aggregates(splits, history, entity_key=schema.entity_key, cfg=cfg)
+    train = frames["train"]
+    spec = fit_spec(train, cfg=cfg, schema=schema, aggregates=agg_cols,
+                    aggregate_windows=cfg.aggregates.windows if agg_cols else (),
+                    aggregate_value=cfg.aggregates.value_column if agg_cols else None)  # fmt: skip
+    kinds = {k: v for k, v in spec["inputs"].items() if v != "time"}
+    label = pd.to_numeric(train["label"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    report = leakage.check_leakage(
+        train_columns=frame_to_columns(train, list(kinds)),
+        train_label=label,
+        kinds=kinds,
+        split_ids={k: df["event_id"].to_numpy() for k, df in frames.items()},
+        split_times={k: epoch_us(df["event_time"]).astype(np.float64) for k, df in frames.items()},
+        spec=spec,
+        max_single_auc=cfg.leakage.max_single_auc,
+        time_split=cfg.leakage.time_split,
+        max_rows=cfg.leakage.max_rows,
+        seed=seed,
+    )
+    if not report.passed:
+        raise leakage.LeakageError(report.problems)
+    matrices = {k: transform_columns(spec, df) for k, df in frames.items()}
+    build = FeatureBuild(spec=spec, matrices=matrices, frames=frames, leakage=report)
+    build.report = features_report(build, importance=importance)
+    build.report["leakage"]["max_single_auc_allowed"] = cfg.leakage.max_single_auc
+    return build
+
+
+def features_report(build: FeatureBuild, *, importance: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Per input: coverage per split and single-feature AUC; per feature: non-zero share, train-vs-test
+    PSI (valid when there is no test split) and importance when a model has given one."""
+    spec, frames, mats = build.spec, build.frames, build.matrices
+    other = "test" if "test" in mats else ("valid" if "valid" in mats else None)
+    inputs = {}
+    for name, kind in spec["inputs"].items():
+        cov = {}
+        for split, df in frames.items():
+            col = df[name]
+            present = col.notna()
+            if kind == "categorical":
+                present &= ~col.astype("string").str.strip().isin(list(fs._MISSING_TEXT)).fillna(False)
+            cov[split] = round(float(present.mean()), 6) if len(df) else None
+        auc = build.leakage.single_auc.get(name)
+        inputs[name] = {"kind": kind, "coverage": cov,
+                        "single_auc": None if auc is None or np.isnan(auc) else round(auc, 6)}  # fmt: skip
+    feats = {}
+    for j, name in enumerate(spec["feature_names"]):
+        tr = mats["train"][:, j]
+        entry: dict[str, Any] = {"nonzero_train": round(float((tr != 0).mean()), 6)}
+        if other is not None:
+            entry[f"psi_train_{other}"] = round(psi(tr, mats[other][:, j]), 6)
+        if importance is not None:
+            entry["importance"] = importance.get(name)
+        feats[name] = entry
+    psis: dict[str, float] = {k: v[f"psi_train_{other}"] for k, v in feats.items()} if other else {}
+    aucs: dict[str, float] = {k: v["single_auc"] for k, v in inputs.items() if v["single_auc"] is not None}
+    return {
+        "spec_digest": spec["digest"],
+        "n_features": len(spec["feature_names"]),
+        "n_inputs": len(spec["inputs"]),
+        "rows": {k: len(df) for k, df in frames.items()},
+        "labelled_rows": {k: int(df["label"].notna().sum()) for k, df in frames.items()},
+        "fit": spec["fit"],
+        "leakage": {"max_single_auc_allowed": None, **build.leakage.to_dict()},
+        "summary": {
+            "max_psi": max(psis.values()) if psis else None,
+            "max_psi_feature": max(psis, key=lambda k: psis[k]) if psis else None,
+            "max_single_auc": max(aucs.values()) if aucs else None,
+            "max_single_auc_input": max(aucs, key=lambda k: aucs[k]) if aucs else None,
+            "distance_compared": f"train vs {other}" if other else None,
+        },
+        "inputs": inputs,
+        "features": feats,
+    }
+
+
+def report_html(report: Mapping[str, Any]) -> str:
+    """A plain, self-contained HTML page of the features report."""
+    esc = html.escape
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        if isinstance(v, dict):
+            return ", ".join(f"{esc(str(k))}: {cell(x)}" for k, x in v.items())
+        return esc("" if v is None else str(v))
+
+    s = report["summary"]
+    rows_in = "".join(
+        f"<tr><td>{esc(n)}</td><td>{cell(v['kind'])}</td><td>{cell(v['coverage'])}</td>"
+        f"<td>{cell(v['single_auc'])}</td></tr>"
+        for n, v in report["inputs"].items()
+    )
+    keys = sorted({k for v in report["features"].values() for k in v})
+    rows_f = "".join(
+        "<tr><td>" + esc(n) + "</td>" + "".join(f"<td>{cell(v.get(k))}</td>" for k in keys) + "</tr>"
+        for n, v in report["features"].items()
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Loopline features report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style></head><body>"
+        f"<h1>Features report</h1><p>spec {esc(report['spec_digest'][:12])}: {report['n_features']} features "
+        f"from {report['n_inputs']} inputs; rows {cell(report['rows'])}; fitted on train "
+        f"{cell(report['fit']['window'])}.</p>"
+        f"<p>Leakage checks: {'passed' if report['leakage']['passed'] else 'FAILED'}; highest single-input AUC "
+        f"{cell(s['max_single_auc'])} ({esc(str(s['max_single_auc_input']))}); largest PSI "
+        f"({esc(str(s['distance_compared']))}) {cell(s['max_psi'])} ({esc(str(s['max_psi_feature']))}).</p>"
+        "<h2>Inputs</h2><table><tr><th>input</th><th>kind</th><th>coverage (non-missing share)</th>"
+        f"<th>single-input AUC</th></tr>{rows_in}</table>"
+        "<h2>Features</h2><table><tr><th>feature</th>"
+        + "".join(f"<th>{esc(k)}</th>" for k in keys)
+        + f"</tr>{rows_f}</table></body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- I/O edge
+
+
+def load_history(lake: str, *, start: dt.datetime, end: dt.datetime, columns: list[str]) -> pd.DataFrame:
+    """Lake events with ``start <= event_time <= end`` (the partitions overlapping it), given columns."""
+    import pyarrow as pa
+
+    from pipelines.etl import lake_dates, read_partition
+
+    dates = [d for d in lake_dates(lake) if start.date().isoformat() <= d <= end.date().isoformat()]
+    tables = [t for d in dates if (t := read_partition(lake, d, columns=columns)) is not None]
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    t = pd.to_datetime(frame["event_time"], utc=True)
+    return frame[(t >= start) & (t <= end)].reset_index(drop=True)
+
+
+def run_features(
+    *,
+    labeled: str,
+    lake: str,
+    out: str,
+    reports: str,
+    params: Params,
+    importance: str | None = None,
+) -> dict[str, Any]:
+    """Read the labelled splits and the lake history, build, write matrices, spec and report."""
+    import pyarrow as pa
+
+    from pipelines import storage
+
+    started = time.perf_counter()
+    schema, cfg = params.schema, params.features
+    splits: dict[str, pd.DataFrame] = {}
+    for name in SPLITS:
+        loc = storage.join(labeled, f"{name}.parquet")
+        if storage.exists(loc):
+            splits[name] = storage.read_parquet(loc).to_pandas()
+        elif name == "train":
+            raise FileNotFoundError(
+                f"{loc}: the train split is missing; run the labeling stage first (loopline label)"
+            )
+    history = None
+    if cfg.aggregates.enabled:
+        times = pd.concat([pd.to_datetime(df["event_time"], utc=True) for df in splits.values()])
+        max_window = max(parse_window(w) for w in cfg.aggregates.windows)
+        train_start = pd.to_datetime(splits["train"]["event_time"], utc=True).min()
+        start = (train_start - pd.Timedelta(seconds=max_window)).to_pydatetime()
+        cols = ["event_id", "event_time", schema.entity_key]
+        if cfg.aggregates.value_column:
+            cols.append(cfg.aggregates.value_column)
+        history = load_history(lake, start=start, end=times.max().to_pydatetime(), columns=cols)
+        log.info("aggregates: %d history events from %s", len(history), start.isoformat())
+    imp = None
+    if importance is not None and storage.exists(importance):
+        imp = {str(k): float(v) for k, v in storage.read_json(importance).items()}
+    build = build_features(splits, history=history, cfg=cfg, schema=schema, seed=params.seed, importance=imp)
+    inputs = [c for c in fs.input_columns(build.spec) if c != "event_time"]
+    for name, frame in build.frames.items():
+        keep = [c for c in (*META_COLUMNS, schema.entity_key, *inputs) if c in frame.columns]
+        clash = set(keep) & set(build.spec["feature_names"])
+        if clash:
+            raise ValueError(f"feature names {sorted(clash)} collide with raw columns; rename the columns")
+        table = pd.concat(
+            [frame[keep].reset_index(drop=True),
+             pd.DataFrame(build.matrices[name], columns=build.spec["feature_names"])], axis=1,
+        )  # fmt: skip
+        storage.write_parquet(
+            storage.join(out, f"{name}.parquet"), pa.Table.from_pandas(table, preserve_index=False)
+        )
+    storage.write_bytes(storage.join(out, "spec.json"), fs.dumps_spec(build.spec).encode("utf-8"))
+    build.report["wall_seconds"] = round(time.perf_counter() - started, 3)
+    storage.write_json(storage.join(reports, "report.json"), build.report)
+    storage.write_bytes(storage.join(reports, "report.html"), report_html(build.report).encode("utf-8"))
+    log.info(
+        "features: %d features, rows %s, %.1f s", build.report["n_features"], build.report["rows"],
+        build.report["wall_seconds"],
+    )  # fmt: skip
+    return build.report

@@ -1,0 +1,202 @@
+"""Validation stage: the GX suite derived from params, run on real lake partitions (no mocks).
+
+The session's ``synthetic_lake`` (20 days x 2,000 rows) is copied per test; problems are planted by
+writing part files straight into a partition, as a buggy writer would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from pipelines import storage
+from pipelines.etl import MANIFEST_DIR, lake_dates, read_partition
+
+pytest.importorskip("great_expectations")
+
+# GX's import alone takes several seconds and every test here runs the real suite.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vparams(params):
+    """Params with thresholds the 2,000-row synthetic days satisfy (min_rows is 1,000 in params.yaml)."""
+    return params.model_copy(
+        update={"validation": params.validation.model_copy(update={"min_rows_per_partition": 100})}
+    )
+
+
+@pytest.fixture
+def lake(synthetic_lake, tmp_path) -> str:
+    """A private copy of 4 days of the session lake, with the ETL manifest that wrote them."""
+    src = synthetic_lake / "lake"
+    dst = tmp_path / "lake"
+    dates = lake_dates(str(src))[:4]
+    for d in dates:
+        shutil.copytree(src / f"date={d}", dst / f"date={d}")
+    manifests = sorted((src / MANIFEST_DIR).glob("*.json"))
+    m = json.loads(manifests[0].read_text())
+    m["partitions_written"] = dates
+    storage.write_json(dst / MANIFEST_DIR / manifests[0].name, m)
+    return str(dst)
+
+
+def _run(lake: str, reports: Path, p, **kw):
+    from pipelines.validate import run_validation
+
+    return run_validation(
+        lake=lake, reports=str(reports), schema=p.schema, cfg=p.validation, progress=False, **kw
+    )
+
+
+def _plant(lake: str, date: str, name: str, table: pa.Table) -> None:
+    storage.write_parquet(storage.join(lake, f"date={date}", f"part-{name}.parquet"), table)
+
+
+def _with_column(table: pa.Table, name: str, values: list) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+
+
+def test_suite_follows_params(vparams):
+    from pipelines.validate import build_suite
+
+    suite = build_suite(vparams.schema, vparams.validation)
+    configs = [e.configuration for e in suite.expectations]
+    by_key = {(c.type, c.kwargs.get("column")): c for c in configs}
+    amount = by_key[("expect_column_values_to_be_between", "amount")]
+    assert (amount.kwargs["min_value"], amount.meta["severity"]) == (0, "critical")
+    assert by_key[("expect_column_values_to_be_in_set", "country")].meta["severity"] == "warning"
+    assert by_key[("expect_column_values_to_be_in_set", "channel")].meta["severity"] == "critical"
+    nulls = by_key[("expect_column_values_to_not_be_null", "distance_km")]
+    assert nulls.meta["severity"] == "warning"
+    assert nulls.kwargs["mostly"] == pytest.approx(1 - vparams.validation.max_null_fraction)
+    assert by_key[("expect_column_values_to_not_be_null", "amount")].meta["severity"] == "critical"
+    assert by_key[("expect_column_values_to_be_unique", "event_id")].meta["severity"] == "critical"
+    rows = by_key[("expect_table_row_count_to_be_between", None)]
+    assert rows.kwargs["min_value"] == 100
+    assert all(c.meta["severity"] in ("critical", "warning") for c in configs)
+    assert {e.severity.value for e in suite.expectations} == {"critical", "warning"}
+
+
+def test_clean_lake_passes_and_rerun_validates_nothing(lake, tmp_path, vparams):
+    reports = tmp_path / "reports"
+    s = _run(lake, reports, vparams)
+    assert s["partitions_validated"] == 4
+    assert s["critical_failures"] == 0 and s["failure_lines"] == []
+    assert [p["status"] for p in s["partitions"]] == ["passed"] * 4
+    assert Path(s["data_docs"]).name == "index.html" and Path(s["data_docs"]).exists()
+    assert json.loads((reports / "summary.json").read_text())["partitions_validated"] == 4
+    pages = list((reports / "data_docs" / "validations").rglob("*.html"))
+    assert len(pages) == 4
+    assert "date=" in (reports / "data_docs" / "overview.html").read_text()
+
+    again = _run(lake, reports, vparams)
+    assert again["partitions_validated"] == 0
+    assert again["on_record"]["partitions"] == 4
+
+
+def test_planted_critical_problems_fail_naming_expectation_partition_and_value(lake, tmp_path, vparams):
+    from pipelines.validate import failure_lines
+
+    first = _run(lake, tmp_path / "reports", vparams)
+    assert first["critical_failures"] == 0
+    d0, d1 = lake_dates(lake)[0], lake_dates(lake)[2]
+    base = read_partition(lake, d0).slice(0, 30)
+    amounts = base.column("amount").to_pylist()
+    amounts[3] = -3.2
+    _plant(lake, d0, "bad-amount", _with_column(base, "amount", amounts))  # also repeats 30 event_ids
+    # a stale partition: day d1's folder holding only events from d0, two days (> 48 h) older
+    shutil.rmtree(Path(lake) / f"date={d1}")
+    _plant(lake, d1, "stale", read_partition(lake, d0).slice(100, 200))
+
+    s = _run(lake, tmp_path / "reports", vparams, dates=[d0, d1])
+    assert s["failed_partitions"] == [d0, d1]
+    lines = s["failure_lines"]
+    assert (
+        f"validation failed: partition date={d0}: expect_column_values_to_be_between(amount, min=0, "
+        "max=1e+06) observed 1 unexpected values (0.05%) (e.g. -3.2)"
+    ) in lines, lines
+    assert any(
+        f"date={d0}: expect_column_values_to_be_unique(event_id) observed 60 unexpected" in x for x in lines
+    )
+    assert any(f"date={d1}: expect_column_max_to_be_between(event_time, min=" in x for x in lines)
+    assert any(
+        f"date={d1}: expect_column_values_to_be_between(event_time" in x and "200 unexpected" in x
+        for x in lines
+    )
+    # fail_on=never records the same failures but stops nothing
+    assert failure_lines([], "never") == []
+    # a failed partition is validated again on the next default run, and still fails
+    again = _run(lake, tmp_path / "reports", vparams)
+    assert sorted(again["failed_partitions"]) == [d0, d1]
+
+
+def test_new_category_is_a_warning_not_a_failure(lake, tmp_path, vparams):
+    d0 = lake_dates(lake)[0]
+    table = read_partition(lake, d0)
+    shutil.rmtree(Path(lake) / f"date={d0}")
+    cats = table.column("merchant_category").to_pylist()
+    cats[:7] = ["space_tourism"] * 7
+    _plant(lake, d0, "drift", _with_column(table, "merchant_category", cats))
+    s = _run(lake, tmp_path / "reports", vparams, dates=[d0])
+    assert s["critical_failures"] == 0 and s["failure_lines"] == []
+    assert s["warnings"] == 1
+    (f,) = s["partitions"][0]["failures"]
+    assert (f["expectation"], f["severity"], f["unexpected_count"]) == (
+        "expect_column_values_to_be_in_set",
+        "warning",
+        7,
+    )
+    assert f["examples"] == ["space_tourism"]
+    # with fail_on=warning the same result stops the pipeline
+    strict = vparams.validation.model_copy(update={"fail_on": "warning"})
+    from pipelines.validate import run_validation
+
+    s2 = run_validation(
+        lake=lake, reports=str(tmp_path / "r2"), schema=vparams.schema, cfg=strict, dates=[d0], progress=False
+    )
+    assert len(s2["failure_lines"]) == 1 and "space_tourism" in s2["failure_lines"][0]
+
+
+def test_changed_partition_is_revalidated_by_default(lake, tmp_path, vparams):
+    reports = tmp_path / "reports"
+    _run(lake, reports, vparams)
+    d2 = lake_dates(lake)[2]
+    table = read_partition(lake, d2)
+    _plant(lake, d2, "late-file", table.slice(0, 0))  # a new (empty) part: the partition changed
+    m = {"partitions_written": [d2]}
+    storage.write_json(storage.join(lake, MANIFEST_DIR, "20990101T000000-late.json"), m)
+    s = _run(lake, reports, vparams)
+    assert [p["date"] for p in s["partitions"]] == [d2]
+
+
+def test_cli_exits_nonzero_with_one_line_per_failure(lake, tmp_path, params):
+    from pipelines.cli import app
+
+    d0 = lake_dates(lake)[0]
+    params_file = tmp_path / "params.yaml"
+    raw = params.model_dump(mode="json", by_alias=True)
+    raw["validation"]["min_rows_per_partition"] = 100
+    raw["validation"]["max_rows_per_partition"] = 1500  # every 2,000-row day breaks it
+    params_file.write_text(json.dumps(raw))
+    reports = tmp_path / "reports"
+    result = CliRunner().invoke(
+        app,
+        ["validate", "--lake", lake, "--reports", str(reports), "--date", d0, "--params", str(params_file)],
+    )
+    assert result.exit_code == 1, result.output
+    assert (
+        f"validation failed: partition date={d0}: expect_table_row_count_to_be_between(min=100, max=1500) observed 2000"
+        in result.output
+    )
+    assert json.loads((reports / "summary.json").read_text())["critical_failures"] == 1
+    bad = CliRunner().invoke(
+        app, ["validate", "--lake", lake, "--date", "2025-1-1", "--params", str(params_file)]
+    )
+    assert bad.exit_code == 2 and "--date = '2025-1-1'" in bad.output

@@ -1,0 +1,37 @@
+"""Validation failure messages: one line naming the expectation, the partition and the observed value."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipelines.validate import Failure, PartitionResult, _args, _fmt, failure_lines, format_failure
+
+
+def test_message_format():
+
+    f = Failure(
+        "expect_column_values_to_be_between", "amount, min=0", "critical", "12 unexpected values (e.g. -3.2)"
+    )
+    w = Failure("expect_column_values_to_be_in_set", "country, set=['PT']", "warning", "3 unexpected values")
+    assert format_failure("2025-01-03", f) == (
+        "partition date=2025-01-03: expect_column_values_to_be_between(amount, min=0) observed 12 unexpected "
+        "values (e.g. -3.2)"
+    )
+    pr = PartitionResult(date="2025-01-03", rows=10, expectations=2, failures=[f, w])
+    assert pr.status == "failed"
+    assert failure_lines([pr], "critical") == [f"validation failed: {format_failure('2025-01-03', f)}"]
+    assert len(failure_lines([pr], "warning")) == 2
+    assert failure_lines([pr], "never") == []
+
+
+def test_values_are_shown_short_and_exact():
+    assert _fmt(0.0) == "0" and _fmt(-3.2) == "-3.2" and _fmt(1e6) == "1e+06"
+    assert _fmt(dt.datetime(2025, 1, 3, tzinfo=dt.UTC)) == "2025-01-03T00:00:00+00:00"
+    assert _fmt("PT") == "'PT'"
+    assert _fmt(list("abcdefg")) == "['a', 'b', 'c', 'd', 'e', ...]"
+    assert (
+        _args({"column": "amount", "min_value": 0.0, "max_value": None, "batch_id": "x"}) == "amount, min=0"
+    )
+    assert _args({"column_A": "label_time", "column_B": "event_time", "or_equal": True}) == (
+        "label_time, event_time, or_equal=True"
+    )
