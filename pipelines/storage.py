@@ -29,6 +29,7 @@ __all__ = [
     "Backend",
     "backend_for",
     "copy_file",
+    "create_bytes",
     "delete",
     "exists",
     "join",
@@ -109,6 +110,25 @@ class LocalBackend:
         else:
             p.unlink(missing_ok=True)
 
+    def create_bytes(self, loc: str, data: bytes) -> bool:
+        """Write ``data`` to ``loc`` only if nothing is there (temp file + hard link: atomic, never clobbers)."""
+        target = Path(loc)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, target)  # fails with FileExistsError if another writer got there first
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def local_path(self, loc: str) -> Path | None:
         return Path(loc)
 
@@ -160,6 +180,20 @@ def exists(loc: str | Path) -> bool:
 
 def list_files(loc: str | Path, pattern: str = "*", *, recursive: bool = False) -> list[str]:
     return backend_for(str(loc)).list_files(str(loc), pattern, recursive)
+
+
+def create_bytes(loc: str | Path, data: bytes) -> bool:
+    """Create ``loc`` holding ``data`` only if it does not exist yet: True if this call created it, False if
+    something was already there (left untouched). Atomic and race-free: of several concurrent callers
+    exactly one gets True (local: hard link of a complete temp file; S3: conditional PUT If-None-Match)."""
+    backend = backend_for(str(loc))
+    create = getattr(backend, "create_bytes", None)
+    if create is None:
+        raise NotImplementedError(
+            f"location {loc}: the {type(backend).__name__} storage backend has no exclusive create; "
+            "use a local path or s3://"
+        )
+    return bool(create(str(loc), data))
 
 
 def delete(loc: str | Path) -> None:
