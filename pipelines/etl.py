@@ -79,7 +79,10 @@ def validate_date(value: str, *, name: str = "date") -> str:
     """A partition date from outside (CLI, Airflow): strictly YYYY-MM-DD, so no path can be smuggled in."""
     if not isinstance(value, str) or not DATE_RE.match(value):
         raise ValueError(f"{name} = {value!r}: expected a date as YYYY-MM-DD")
-    dt.date.fromisoformat(value)
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as err:
+        raise ValueError(f"{name} = {value!r}: not a calendar date ({err}); expected YYYY-MM-DD") from None
     return value
 
 
