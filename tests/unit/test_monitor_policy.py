@@ -1,0 +1,112 @@
+"""The retrain decision: trigger order, importance weighting, matured-label guards and the cool-down."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipelines.config import MonitorConfig, MonitorPolicyConfig
+from pipelines.monitor import MonitorState, Window, decide, reference_window
+
+POLICY = MonitorPolicyConfig(
+    cooldown_periods=3, performance_margin=0.1, severe_margin=0.2, min_positives=100, importance_threshold=0.1
+)
+
+
+def day(d: str) -> Window:
+    x = dt.date.fromisoformat(d)
+    return Window(x, x)
+
+
+def figures(*, drifted=(), importance=None, score_drift=False, pr_auc=None, positives=300, coverage=0.99):
+    importance = importance or {"amount": 0.3, "channel": 0.1, "country": 0.6}
+    cols = {
+        c: {"method": "psi", "score": 0.5 if c in drifted else 0.01, "drifted": c in drifted}
+        for c in importance
+    }
+    perf = None
+    if pr_auc is not None:
+        perf = {
+            "pr_auc": pr_auc,
+            "roc_auc": 0.9,
+            "positives": positives,
+            "label_coverage": coverage,
+            "labelled": 5000,
+            "offline": {"pr_auc": 0.5, "roc_auc": 0.9},
+        }
+    pred = {
+        "drifted": score_drift,
+        "method": "psi",
+        "score": 0.3 if score_drift else 0.01,
+        "threshold": 0.1,
+        "reference_mean": 0.02,
+        "current_mean": 0.03,
+    }
+    return {
+        "features": {
+            "columns": cols,
+            "drifted": sorted(drifted),
+            "drifted_importance": sum(importance[c] for c in drifted),
+        },
+        "prediction": pred,
+        "performance": perf,
+    }
+
+
+def test_stable_period_keeps_the_champion() -> None:
+    d = decide(figures(pr_auc=0.48), POLICY, MonitorState(), window=day("2025-02-01"))
+    assert not d.retrain and not d.drift and d.triggers == []
+    assert d.state.last_retrain_end is None
+
+
+def test_feature_drift_is_weighted_by_importance() -> None:
+    d = decide(
+        figures(drifted=["channel"], importance={"amount": 0.45, "channel": 0.05, "country": 0.5}),
+        POLICY,
+        MonitorState(),
+        window=day("2025-02-01"),
+    )
+    assert d.drift and not d.retrain  # drift in a feature the model barely uses
+    assert any("below the importance threshold" in r for r in d.reasons)
+    d = decide(figures(drifted=["amount"]), POLICY, MonitorState(), window=day("2025-02-01"))
+    assert d.retrain and d.triggers == ["feature_drift"]
+
+
+def test_performance_first_and_guards() -> None:
+    d = decide(figures(pr_auc=0.35, score_drift=True), POLICY, MonitorState(), window=day("2025-02-01"))
+    assert d.triggers[0] == "performance" and d.retrain and not d.severe
+    d = decide(figures(pr_auc=0.2, positives=50), POLICY, MonitorState(), window=day("2025-02-01"))
+    assert not d.retrain and any("matured positives" in r for r in d.reasons)
+    d = decide(figures(pr_auc=0.2, coverage=0.5), POLICY, MonitorState(), window=day("2025-02-01"))
+    assert not d.retrain and any("labels matured" in r for r in d.reasons)
+
+
+def test_cooldown_suppresses_then_expires_and_severe_decay_overrides() -> None:
+    state = MonitorState()
+    fired = []
+    for i in range(8):
+        w = day((dt.date(2025, 2, 10) + dt.timedelta(days=i)).isoformat())
+        d = decide(figures(drifted=["amount"], score_drift=True), POLICY, state, window=w)
+        state = d.state
+        fired.append(d.retrain)
+    assert fired == [True, False, False, True, False, False, True, False]  # one decision per 3 periods
+    assert state.last_retrain_end == "2025-02-16"
+    d = decide(figures(pr_auc=0.25), POLICY, state, window=day("2025-02-17"))
+    assert d.severe and d.retrain and any("overridden" in r for r in d.reasons)
+    # re-running the window that decided gives the same decision (idempotent), and state round-trips
+    again = decide(
+        figures(drifted=["amount"]), POLICY, MonitorState.from_dict(state.to_dict()), window=day("2025-02-16")
+    )
+    assert again.retrain
+
+
+def test_reference_windows() -> None:
+    cur = Window(dt.date(2025, 2, 10), dt.date(2025, 2, 16))
+    cfg = MonitorConfig()
+    ref, kind = reference_window(cur, cfg=cfg, training=Window(dt.date(2025, 1, 1), dt.date(2025, 1, 21)))
+    assert kind == "training" and ref == Window(dt.date(2025, 1, 8), dt.date(2025, 1, 21))
+    ref, kind = reference_window(cur, cfg=cfg, training=None)
+    assert kind == "trailing" and ref == Window(dt.date(2025, 1, 27), dt.date(2025, 2, 9))
+    seasonal = cfg.model_copy(update={"reference": cfg.reference.model_copy(update={"kind": "seasonal"})})
+    ref, kind = reference_window(cur, cfg=seasonal, training=None)
+    assert kind == "seasonal" and ref == Window(dt.date(2025, 2, 3), dt.date(2025, 2, 9))
+    assert ref.start.weekday() == cur.start.weekday()
