@@ -1,0 +1,249 @@
+"""Batch-prediction benchmark: 1M rows end to end against the floor of ``Booster.inplace_predict``.
+
+End to end (``pipelines.predict.run_predict`` on one lake partition of N rows): read the registry's champion
+(sha256-verified), read the partition and the narrow history before it, point-in-time aggregates, the numpy
+spec transform in chunks, XGBoost, the predictions parquet (atomic write). The floor: the same booster's
+``inplace_predict`` on the already-prepared float32 feature matrix of the same rows. Each side runs in its own
+subprocess, so each peak RSS is its own. Target: end to end <= 1.5x the floor.
+
+The lake: a synthetic history (the real generator and ETL, ``--days`` x ``--rows-per-day``), plus one scored
+day of ``--rows`` events resampled from it (new event ids and times, the same cards and merchants), so the
+aggregates find real history. The model: XGBoost trained on the history's features with params
+``train.xgboost`` (early stopping), registered and made champion.
+
+    .venv/bin/python benchmarks/bench_batch_predict.py [--rows 1000000]
+
+Writes benchmarks/results/batch_predict.json; the machine load (``uptime``) is recorded next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines.config import load_params  # noqa: E402
+
+
+def load_avg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def prepare(work: Path, *, days: int, rows_per_day: int, rows: int, seed: int) -> dict[str, str]:
+    import pyarrow as pa
+    import xgboost as xgb
+
+    from pipelines import storage
+    from pipelines.etl import lake_dates, lake_schema, partition_path, read_partition, run_etl
+    from pipelines.features import run_features
+    from pipelines.generate import generate_landing
+    from pipelines.registry import Registry
+
+    params = load_params(ROOT / "params.yaml")
+    cfg = params.synthetic.model_copy(update={"days": days, "rows_per_day": rows_per_day})
+    generate_landing(cfg, out=str(work / "landing"), seed=seed, progress=False)
+    lake = work / "lake"
+    run_etl(
+        landing=str(work / "landing"),
+        lake=str(lake),
+        quarantine=str(work / "q"),
+        params=params,
+        progress=False,
+    )
+    dates = lake_dates(str(lake))
+    a, b = int(len(dates) * 0.6), int(len(dates) * 0.8)
+    for name, ds in (("train", dates[:a]), ("valid", dates[a:b]), ("test", dates[b:])):
+        df = pd.concat([read_partition(str(lake), d).to_pandas() for d in ds], ignore_index=True)
+        df = df[df["label"].notna()].reset_index(drop=True)
+        df["label_source"], df["label_weight"], df["sample_weight"], df["split"] = "natural", 1.0, 1.0, name
+        storage.write_parquet(
+            work / "labeled" / f"{name}.parquet", pa.Table.from_pandas(df, preserve_index=False)
+        )
+    feats = work / "features"
+    run_features(labeled=str(work / "labeled"), lake=str(lake), out=str(feats), reports=str(work / "rep"),
+                 params=params)  # fmt: skip
+    spec = json.loads((feats / "spec.json").read_text())
+    names = spec["feature_names"]
+    tr, va = pd.read_parquet(feats / "train.parquet"), pd.read_parquet(feats / "valid.parquet")
+    xp = params.train.xgboost
+    booster = xgb.train(
+        {"objective": "binary:logistic", "tree_method": "hist", "eval_metric": xp.eval_metric, "seed": seed,
+         **xp.params.model_dump()},
+        xgb.DMatrix(tr[names].to_numpy(np.float32), label=tr["label"].astype(int), feature_names=names),
+        num_boost_round=xp.num_boost_round,
+        evals=[(xgb.DMatrix(va[names].to_numpy(np.float32), label=va["label"].astype(int), feature_names=names),
+                "valid")],
+        early_stopping_rounds=xp.early_stopping_rounds, verbose_eval=False,
+    )  # fmt: skip
+    model = work / "model"
+    model.mkdir()
+    (model / "xgboost.ubj").write_bytes(bytes(booster.save_raw("ubj")))
+    (model / "xgboost.json").write_text(json.dumps({"best_iteration": int(booster.best_iteration),
+                                                    "feature_names": names}))  # fmt: skip
+    (model / "spec.json").write_text((feats / "spec.json").read_text())
+    ev = work / "ev"
+    ev.mkdir()
+    row = {
+        "column": "channel",
+        "value": "pos",
+        "rows": 1,
+        "positives": 0,
+        "metric": None,
+        "delta": None,
+        "eligible": False,
+        "flagged": False,
+    }
+    evaluation = {  # the smallest complete evaluation document: this benchmark measures scoring, not the gate
+        "primary": "xgboost", "spec_digest": spec["digest"], "data_window": {"train": None, "valid": None, "test": None},
+        "test": {"rows": 0, "positives": 0, "positive_rate": 0.0}, "settings": {}, "metrics": {"xgboost": {}},
+        "calibration": {"method": "none", "params": {}},
+        "slices": {"xgboost": {"metric": "roc_auc", "whole": None, "margin": 0.05, "min_size": 1,
+                               "min_positives": 1, "rows": [row], "flagged": []}},
+        "behavioural": {"xgboost": {"passed": True, "rows": 0, "tests": []}}, "champion": None, "summary": {},
+    }  # fmt: skip
+    (ev / "evaluation.json").write_text(json.dumps(evaluation))
+    (ev / "metrics.json").write_text("{}")
+    (ev / "report.html").write_text("<html></html>")
+    reg = Registry(str(work / "registry"))
+    version = reg.register(model_dir=str(model), evaluation_dir=str(ev), created_at=dt.datetime.now(dt.UTC))
+    reg.promote(version, force=True, reason="benchmark")
+
+    # the scored day: `rows` events resampled from the history, new ids and times on the next date
+    hist = pd.concat([read_partition(str(lake), d).to_pandas() for d in dates[-3:]], ignore_index=True)
+    rng = np.random.default_rng(seed)
+    day = (dt.date.fromisoformat(dates[-1]) + dt.timedelta(days=1)).isoformat()
+    scored = hist.iloc[rng.integers(0, len(hist), rows)].reset_index(drop=True)
+    scored["event_id"] = [f"bench-{day}-{i:08d}" for i in range(rows)]
+    offs = np.sort(rng.integers(0, 86_400_000_000, rows))
+    scored["event_time"] = pd.Timestamp(day, tz="UTC") + pd.to_timedelta(offs, unit="us")
+    scored["label"] = pd.array([None] * rows, dtype="Int8")
+    scored["label_time"] = pd.NaT
+    schema = lake_schema(params.schema)
+    table = pa.Table.from_pandas(scored[schema.names], schema=schema, preserve_index=False)
+    storage.write_parquet(storage.join(partition_path(str(lake), day), "part-bench.parquet"), table)
+    # the floor's input: the same rows' feature matrix, prepared outside the timing
+    return {"lake": str(lake), "registry": str(work / "registry"), "version": version, "date": day,
+            "model": str(model), "best_iteration": str(int(booster.best_iteration))}  # fmt: skip
+
+
+END_TO_END = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    sys.path.insert(0, {root!r})
+    from pipelines.config import load_params
+    t_imp = time.perf_counter()
+    from pipelines.predict import run_predict
+    import pipelines.etl, pipelines.features, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost
+    import_s = time.perf_counter() - t_imp
+    p = load_params({params!r})
+    t0 = time.perf_counter()
+    s = run_predict(lake={lake!r}, registry={registry!r}, out={out!r}, date={date!r}, cfg=p.predict, params=p,
+                    progress=False)
+    wall = time.perf_counter() - t0
+    print(json.dumps({{"seconds": wall, "rows": s["rows"], "import_seconds": import_s,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+    """
+)
+
+FLOOR = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    import xgboost as xgb
+    pred = __import__("pandas").read_parquet({pred!r})
+    x = np.load({matrix!r})
+    booster = xgb.Booster()
+    booster.load_model({model!r} + "/xgboost.ubj")
+    rng = (0, {best} + 1)
+    booster.inplace_predict(x[:1000], iteration_range=rng)
+    best_t = min(
+        (lambda t0: (booster.inplace_predict(x, iteration_range=rng), time.perf_counter() - t0)[1])(
+            time.perf_counter()) for _ in range(3))
+    out = booster.inplace_predict(x, iteration_range=rng)
+    same = bool(np.array_equal(np.asarray(out, dtype=np.float64), pred["score"].to_numpy()))
+    print(json.dumps({{"seconds": best_t, "rows": len(x), "same_scores_as_end_to_end": same,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+    """
+)
+
+
+def feature_matrix_for(lake: str, date: str, spec_path: str) -> np.ndarray:
+    """The already-prepared float32 matrix of the scored rows, in the predictions' row order (not timed)."""
+    from pipelines.predict import LoadedModel, score_partition
+
+    params = load_params(ROOT / "params.yaml")
+    spec = json.loads(Path(spec_path).read_text())
+    captured: list[np.ndarray] = []
+
+    def grab(x: np.ndarray) -> np.ndarray:
+        captured.append(x.copy())
+        return np.zeros(len(x))
+
+    score_partition(lake, date, model=LoadedModel("capture", "-", spec, grab), params=params, cfg=params.predict,
+                    progress=False)  # fmt: skip
+    return np.ascontiguousarray(np.concatenate(captured))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--days", type=int, default=16)
+    ap.add_argument("--rows-per-day", type=int, default=5000)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch_predict.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_before = load_avg()
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    t0 = time.perf_counter()
+    ctx = prepare(work, days=args.days, rows_per_day=args.rows_per_day, rows=args.rows, seed=42)
+    prep_s = time.perf_counter() - t0
+    out = str(work / "predictions")
+    code = END_TO_END.format(root=str(ROOT), params=str(ROOT / "params.yaml"), lake=ctx["lake"],
+                             registry=ctx["registry"], out=out, date=ctx["date"])  # fmt: skip
+    e2e = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout.strip().splitlines()[-1])  # fmt: skip
+    pred_file = str(Path(out) / f"date={ctx['date']}" / f"part-{ctx['version']}.parquet")
+    x = feature_matrix_for(ctx["lake"], ctx["date"], str(Path(ctx["model"]) / "spec.json"))
+    np.save(work / "x.npy", x)
+    code = FLOOR.format(root=str(ROOT), pred=pred_file, matrix=str(work / "x.npy"), model=ctx["model"],
+                        best=ctx["best_iteration"])  # fmt: skip
+    floor = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1])  # fmt: skip
+    ratio = e2e["seconds"] / floor["seconds"]
+    load_after = load_avg()
+    print(f"{'path':<44} {'rows':>9} {'seconds':>8} {'rows/s':>11} {'peak RSS MB':>12}")
+    for name, r in (
+        ("end to end (lake -> predictions parquet)", e2e),
+        ("floor: Booster.inplace_predict", floor),
+    ):
+        print(f"{name:<44} {r['rows']:>9,} {r['seconds']:>8.2f} {r['rows'] / r['seconds']:>11,.0f} "
+              f"{r['peak_rss_mb']:>12.0f}")  # fmt: skip
+    print(f"\n{'PASS' if ratio <= 1.5 else 'FAIL'}  end to end / floor = {ratio:.2f} (target <= 1.5); "
+          f"floor scores == end-to-end scores: {floor['same_scores_as_end_to_end']}")  # fmt: skip
+    print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores); "
+          f"trees: best_iteration {ctx['best_iteration']}; setup {prep_s:.0f} s")  # fmt: skip
+    result = {"end_to_end": e2e, "floor": floor, "ratio": ratio, "target_ratio": 1.5, "passed": ratio <= 1.5,
+              "rows": args.rows, "best_iteration": int(ctx["best_iteration"]), "n_features": int(x.shape[1]),
+              "chunk_rows": load_params(ROOT / "params.yaml").predict.chunk_rows,
+              "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count()}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The edge runtime: numpy + TFLite only, CLI scores equal to the pipeline's scores of the same file."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import edge_support
+
+from pipelines import featurespec as fs
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED_TOP_LEVEL = {"numpy", "pipelines", "ai_edge_litert", "tflite_runtime"}
+
+
+def test_edge_module_imports_only_numpy_stdlib_featurespec_and_a_tflite_runtime():
+    tree = ast.parse((ROOT / "pipelines" / "edge.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module if node.module != "pipelines" else f"pipelines.{node.names[0].name}")
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+            found.add("<dynamic>")
+    third_party = {m for m in found if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"}
+    assert {m for m in third_party if m.startswith("pipelines")} == {"pipelines.featurespec"}
+    assert {m.split(".")[0] for m in third_party} <= ALLOWED_TOP_LEVEL | {"<dynamic>"}, third_party
+
+
+def test_int8_input_rounding_is_half_away_from_zero(tmp_path):
+    """TFLite's reference quantizer rounds half away from zero; numpy's rint would round half to even."""
+    from pipelines.edge import EdgeModel
+
+    m = EdgeModel.__new__(EdgeModel)  # only the quantizer is exercised: no interpreter needed
+    m.input_dtype = np.dtype(np.int8)
+    m._in = {"quantization": (0.5, 3)}
+    q = m._quantize(np.array([[0.25, -0.25, 0.75, 100.0, -100.0]], dtype=np.float32))
+    # 0.25/0.5 = 0.5 -> 1 (+3 = 4); -0.5 -> -1 (+3 = 2); 1.5 -> 2 (+3 = 5); clamped to int8
+    assert q.tolist() == [[4, 2, 5, 127, -128]]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory, synthetic_lake, params):
+    return edge_support.edge_case(tmp_path_factory, synthetic_lake, params)
+
+
+@pytest.fixture(scope="module")
+def rows(case, tmp_path_factory):
+    """1,000 labelled test rows: the features frame and the same rows as raw CSV text."""
+    spec = json.loads((case["model"] / "spec.json").read_text())
+    test = pd.read_parquet(case["features"] / "test.parquet")
+    test = test[test["label"].notna()].iloc[:1000].reset_index(drop=True)
+    assert len(test) == 1000
+    path = tmp_path_factory.mktemp("edge_rows") / "rows.csv"
+    edge_support.write_rows_csv(test, ["event_id", *fs.input_columns(spec)], path)
+    return test, spec, path
+
+
+def _run_edge(*args: str, env: dict[str, str] | None = None, python: str = sys.executable, cwd: Path = ROOT):
+    return subprocess.run(
+        [python, "-m", "pipelines.edge", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_edge_cli_never_imports_pandas_or_tensorflow(case, rows, tmp_path):
+    _, _, csv_path = rows
+    env = {**os.environ, "LOOPLINE_EDGE_REPORT_MODULES": "1"}
+    r = _run_edge("--model", str(case["tflite"] / "int8.tflite"), "--spec", str(case["model"] / "spec.json"),
+                  "--input", str(csv_path), "--output", str(tmp_path / "s.csv"), env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    modules = set(json.loads(r.stderr.split("loaded-modules: ", 1)[1]))
+    assert "numpy" in modules and "pipelines.featurespec" in modules  # the report is real
+    banned = {"pandas", "tensorflow", "keras", "pyarrow", "xgboost", "sklearn", "typer", "pipelines.features"}
+    assert not {m for m in modules if m.split(".")[0] in banned or m in banned}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_edge_cli_scores_equal_server_side_scores_exactly(case, rows, variant, tmp_path):
+    """CSV text -> numpy transform -> TFLite on the device path; the features parquet -> the quantize
+    stage's scoring path on the server: the same 1,000 scores, bit for bit."""
+    from pipelines.models import feature_matrix
+    from pipelines.quantize import edge_scores
+
+    frame, spec, csv_path = rows
+    model = case["tflite"] / f"{variant}.tflite"
+    server = edge_scores(model.read_bytes(), feature_matrix(frame, spec), batch_size=1024)
+    out = tmp_path / "scores.csv"
+    r = _run_edge("--model", str(model), "--spec", str(case["model"] / "spec.json"), "--input", str(csv_path),
+                  "--output", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = pd.read_csv(out, float_precision="round_trip")
+    assert got["event_id"].tolist() == frame["event_id"].tolist()
+    assert np.array_equal(got["score"].to_numpy(), server)
+    assert server.min() > 0 and server.max() < 1 and np.unique(server).size > 100
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_batching(case, rows):
+    from pipelines.edge import EdgeModel
+    from pipelines.models import feature_matrix
+
+    frame, spec, _ = rows
+    x = feature_matrix(frame, spec)
+    path = str(case["tflite"] / "int8.tflite")
+    base = EdgeModel(path, batch_size=1024).predict_matrix(x)
+    assert np.array_equal(EdgeModel(path, batch_size=1).predict_matrix(x[:200]), base[:200])
+    assert np.array_equal(EdgeModel(path, batch_size=37).predict_matrix(x[5:]), base[5:])
+
+
+@pytest.mark.slow
+def test_edge_cli_errors_name_the_problem(case, rows, tmp_path):
+    frame, spec, _ = rows
+    bad = tmp_path / "bad.csv"
+    cols = [c for c in ["event_id", *fs.input_columns(spec)] if c != "amount"]
+    edge_support.write_rows_csv(frame.iloc[:5], cols, bad)
+    model, spec_path = str(case["tflite"] / "float32.tflite"), str(case["model"] / "spec.json")
+    r = _run_edge("--model", model, "--spec", spec_path, "--input", str(bad))
+    assert r.returncode == 2 and "lacks columns ['amount']" in r.stderr
+    r = _run_edge("--model", str(tmp_path / "nope.tflite"), "--spec", spec_path, "--input", str(bad))
+    assert r.returncode == 2 and "nope.tflite" in r.stderr
+    edited = json.loads(Path(spec_path).read_text())
+    edited["transforms"][0]["impute"] = 123.0
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    r = _run_edge("--model", model, "--spec", str(tmp_path / "edited.json"), "--input", str(bad))
+    assert r.returncode == 2 and "digest" in r.stderr
+
+
+@pytest.mark.slow
+def test_loopline_edge_predict_delegates_to_the_edge_cli(case, rows, tmp_path):
+    frame, _, csv_path = rows
+    out = tmp_path / "s.csv"
+    r = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "loopline"), "edge-predict", "--model", str(case["tflite"] / "float32.tflite"),
+         "--spec", str(case["model"] / "spec.json"), "--input", str(csv_path), "--output", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(out)) == len(frame)
