@@ -1,0 +1,48 @@
+"""loopline_etl: one day of landing files -> the lake, as the DVC stage `etl` (then `validate`)."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
+from loopline_dvc import DEFAULT_ARGS, LAKE_ASSET_NAME, dvc_stage
+
+LAKE = Asset(LAKE_ASSET_NAME)
+
+with DAG(
+    dag_id="loopline_etl",
+    description="Ingest and validate one day's landing files into the lake (DVC stages etl, validate)",
+    # Each run owns the data interval [D, D+1) in UTC and runs once it has closed.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    # Deliberate: unpausing must not flood the scheduler with every day since 2025; history is loaded
+    # with an explicit backfill (UI, REST API or `airflow backfill create`).
+    catchup=False,
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    tags=["loopline", "etl", "dvc"],
+    params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="Partition to load (YYYY-MM-DD). Empty: the run's logical date (UTC).",
+        )
+    },
+    doc_md="""
+### loopline_etl
+
+Loads **one day** of landing files into the lake: the DVC stage `etl` (then `validate` once it exists)
+runs in this run's own workspace (`runs/loopline_etl/<run_id>`), seeded with the day's landing file and
+the lake's de-duplication window; what the stage writes is published to the shared lake atomically.
+
+* Partition: the run's logical date (UTC; for scheduled and backfill runs, the data interval start) or the `date` param. Re-running a day is idempotent.
+* Backfill: `POST /api/v2/backfills` or *Trigger → Backfill* in the UI; up to 3 days run at once, each
+  in its own workspace, never sharing DVC's lock.
+* Output: the Asset `loopline_lake` (event extra: date, dvc.lock digest), which schedules `loopline_monitor`.
+* Reports: the task log (stage output + dvc.lock sha256), the run's manifest in
+  `<lake>/_etl/manifests/`, and `runs/loopline_etl/<run_id>/reports/etl/manifest.json`.
+""",
+) as dag:
+    etl = dvc_stage("etl", data="etl_interval", optional=False, outlets=[LAKE])
+    validate = dvc_stage("validate")
+    etl >> validate

@@ -1,0 +1,38 @@
+"""loopline_retrain: warm-start retraining on a weekly cron OR a drift event -> gate -> promotion."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, chain
+from loopline_dvc import DEFAULT_ARGS, DRIFT_ASSET_NAME, dvc_stage
+
+with DAG(
+    dag_id="loopline_retrain",
+    description="Stateful retraining, weekly or when monitoring reports drift",
+    # Monday 03:00 UTC, or as soon as loopline_monitor emits the drift Asset, whichever comes first.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=Asset(DRIFT_ASSET_NAME)
+    ),
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,  # a missed weekly retrain is not worth replaying: the next one uses all the data
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["loopline", "retrain", "dvc"],
+    doc_md="""
+### loopline_retrain
+
+Triggered by a cron (Monday 03:00 UTC) **or** the Asset `loopline_drift`. Runs, in its own workspace:
+`retrain` (warm start from the champion) → `evaluate` (promotion gate) → `quantize` (TFLite) →
+`registry` (moves the aliases atomically). Stages not yet in `dvc.yaml` are skipped.
+""",
+) as dag:
+    # One line per stage; slots for stages still being built are skipped until they exist.
+    chain(
+        dvc_stage("sample", data="lake"),
+        dvc_stage("label"),
+        dvc_stage("features"),
+        dvc_stage("retrain"),
+        dvc_stage("evaluate"),
+        dvc_stage("quantize"),
+        dvc_stage("registry"),
+    )

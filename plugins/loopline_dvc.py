@@ -1,0 +1,194 @@
+"""The Airflow operator that runs ONE Loopline DVC stage for a DAG run, in the run's own workspace.
+
+DAG files use :func:`dvc_stage`: ``dvc_stage("etl", data="etl_interval", outlets=[LAKE])``. The task
+
+1. creates the run's workspace once (``plugins/loopline_workspace.py``: a shared git clone overlaid with the
+   working tree, sharing the project's DVC cache) and records the run's date, conf and params in it;
+2. seeds the stage's inputs from the shared data folders (``data=``), runs
+   ``<project>/.venv/bin/dvc repro --single-item <stage>`` with the pipeline environment first on PATH
+   (Airflow never imports the ML stack), streaming DVC's and the stage's output into the task log;
+3. publishes the stage's changes to the shared folders, logs the ``dvc.lock`` sha256 and the stage's
+   output digests, and returns them (XCom) for the grid.
+
+A stage that is not (yet) in dvc.yaml is skipped with a log line, so a DAG can name the stages that are
+still being built: adding one later needs no DAG change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import loopline_workspace as lw
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+log = logging.getLogger(__name__)
+
+DATA_KINDS = ("etl_interval", "lake", None)
+
+
+def run_date(context: Any) -> str:
+    """The partition a run is about: the ``date`` param if given, else the run's logical date (UTC).
+
+    For scheduled and backfill runs of a daily CronDataIntervalTimetable the logical date *is* the data
+    interval start; for a manual run it is the date the user picked (its inferred interval would be the
+    day before, which surprises people), so the logical date is the one rule for all run types.
+    """
+    params = context.get("params") or {}
+    if params.get("date"):
+        return lw.check_date(str(params["date"]))
+    start = context.get("logical_date") or context.get("data_interval_start")
+    if start is None:
+        raise ValueError(
+            "this run has no logical date: trigger it with a logical date or a 'date' param (YYYY-MM-DD)"
+        )
+    return start.astimezone(dt.UTC).date().isoformat()
+
+
+def _bindings(
+    data: str | None, date: str | None, settings: lw.Settings, lookback_days: int
+) -> list[lw.Binding]:
+    if data is None:
+        return []
+    if data == "lake":  # stages that read the accumulated lake (sample, label, ...): hard-linked, read-only
+        return [lw.Binding("data/lake", "lake", link=True)]
+    if data == "etl_interval":
+        assert date is not None
+        return [
+            lw.Binding(
+                "data/landing",
+                "landing",
+                select=lw.landing_for_date(date),
+                required=True,
+                select_doc=f"file names containing {date}",
+            ),
+            lw.Binding(
+                "data/lake", "lake", select=lw.lake_window(date, lookback_days=lookback_days), publish=True
+            ),
+            lw.Binding("data/quarantine", "quarantine", select=lambda rel: False, publish=True),
+        ]
+    raise ValueError(f"data={data!r}: expected one of {DATA_KINDS}")
+
+
+class DvcStageOperator(BaseOperator):
+    """Run one DVC stage of the run's workspace (see the module docstring)."""
+
+    template_fields = ("stage",)
+    ui_color = "#cfe8ff"
+
+    def __init__(
+        self,
+        *,
+        stage: str,
+        data: str | None = None,
+        optional: bool = True,
+        lookback_days: int = 7,
+        stage_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if data not in DATA_KINDS:
+            raise ValueError(f"dvc_stage({stage!r}, data={data!r}): expected one of {DATA_KINDS}")
+        # A skipped optional stage (not built yet) must not skip the stages after it.
+        kwargs.setdefault("trigger_rule", "none_failed")
+        super().__init__(**kwargs)
+        self.stage = stage
+        self.data = data
+        self.optional = optional
+        self.lookback_days = lookback_days
+        self.stage_timeout = stage_timeout
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = lw.Settings.from_env()
+        dag_run = context["dag_run"]
+        params = dict(context.get("params") or {})
+        date = run_date(context) if self.data == "etl_interval" else None
+        record = {
+            "logical_date": str(context.get("logical_date")),
+            "data_interval_start": str(context.get("data_interval_start")),
+            "data_interval_end": str(context.get("data_interval_end")),
+            "run_type": str(getattr(dag_run, "run_type", "")),
+            "conf": dict(getattr(dag_run, "conf", None) or {}),
+            "params": {k: v for k, v in params.items() if k != "overrides"},
+            "date": date,
+        }
+        overrides = dict(params.get("overrides") or {})
+        if params.get("seed") is not None:
+            overrides["seed"] = int(params["seed"])
+        ws = lw.ensure_workspace(
+            settings,
+            dag_id=self.dag_id,
+            run_id=context["run_id"],
+            run_record=record,
+            params_overrides=overrides or None,
+        )
+        if self.stage not in lw.dvc_stages(ws):
+            msg = f"stage {self.stage!r} is not in dvc.yaml yet: skipped"
+            if self.optional:
+                raise AirflowSkipException(msg)
+            raise ValueError(msg + " (and it is required by this DAG)")
+        result = lw.run_stage(
+            settings,
+            ws,
+            self.stage,
+            bindings=_bindings(self.data, date, settings, self.lookback_days),
+            timeout=self.stage_timeout,
+        )
+        result["date"] = date
+        if self.outlets and result.get("published"):
+            events = context["outlet_events"]
+            for asset in self.outlets:
+                events[asset].extra = {
+                    "dag_run": context["run_id"],
+                    "date": date,
+                    "dvc_lock_sha256": result["dvc_lock_sha256"],
+                }
+        result.pop("published_files", None)
+        return result
+
+
+def dvc_stage(stage: str, **kwargs: Any) -> DvcStageOperator:
+    """One task per DVC stage: ``dvc_stage("features", data="lake")`` (task_id defaults to the stage)."""
+    kwargs.setdefault("task_id", stage)
+    return DvcStageOperator(stage=stage, **kwargs)
+
+
+# Assets shared by the DAGs (names, not paths: the shared folders are configured by environment).
+LAKE_ASSET_NAME = "loopline_lake"
+DRIFT_ASSET_NAME = "loopline_drift"
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "loopline",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "execution_timeout": dt.timedelta(hours=2),
+}
+
+
+def emit_drift_if_decided(
+    context: Any, *, decision_file: str = "reports/monitor/decision.json"
+) -> dict[str, Any]:
+    """Read the monitor stage's retrain decision in the run's workspace; skip unless it says retrain.
+
+    Used as the callable of a task whose outlet is the drift Asset: a skipped task emits no event, a
+    successful one emits ``loopline_drift`` with the decision's reasons, which schedules loopline_retrain.
+    """
+    import json
+
+    settings = lw.Settings.from_env()
+    ws = lw.workspace_path(settings, context["dag"].dag_id, context["run_id"])
+    path = ws / decision_file
+    if not path.exists():
+        raise AirflowSkipException(f"no decision at {path} (the monitor stage has not run): no drift event")
+    decision = json.loads(path.read_text())
+    if not decision.get("retrain"):
+        raise AirflowSkipException(f"decision: no retrain ({decision.get('reasons')})")
+    for asset in context["task"].outlets:
+        context["outlet_events"][asset].extra = {
+            "reasons": decision.get("reasons"),
+            "dag_run": context["run_id"],
+        }
+    log.info("decision says retrain: %s", decision.get("reasons"))
+    return decision

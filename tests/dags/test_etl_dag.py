@@ -1,0 +1,49 @@
+"""dag.test() runs loopline_etl for two days on a tiny landing folder (2 days x 500 rows)."""
+
+from __future__ import annotations
+
+import json
+
+import pendulum
+import pytest
+from conftest import keep_stages, make_landing
+
+
+@pytest.mark.slow
+def test_etl_dag_loads_each_day_into_the_shared_lake(airflow_db, loopline_env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    keep_stages(loopline_env["project"], ["generate", "etl"])
+    make_landing(loopline_env["landing"], start="2025-01-01", days=2)
+    dag = DagBag().dags["loopline_etl"]
+    for t in dag.tasks:  # fail fast here: dag.test() would wait out the production retry delays
+        t.retries = 0
+    for day in (1, 2):
+        run = dag.test(logical_date=pendulum.datetime(2025, 1, day, tz="UTC"))
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert str(run.state).endswith("success"), states
+        assert str(states["etl"]).endswith("success") and str(states["validate"]).endswith("skipped")
+
+    lake = loopline_env["lake"]
+    assert sorted(p.name for p in lake.glob("date=*")) == ["date=2025-01-01", "date=2025-01-02"]
+    manifests = [json.loads(p.read_text()) for p in sorted((lake / "_etl" / "manifests").glob("*.json"))]
+    assert len(manifests) == 2
+    for m in manifests:
+        t = m["totals"]
+        assert t["files_processed"] == 1 and t["rows_read"] == 500
+        assert t["rows_read"] == t["rows_loaded"] + t["rows_quarantined"]
+    assert {p for m in manifests for p in m["partitions_written"]} >= {"2025-01-01", "2025-01-02"}
+
+    # each run has its own workspace with its run record and dvc.lock
+    spaces = sorted(p for p in (loopline_env["runs"] / "loopline_etl").iterdir() if p.is_dir())
+    assert len(spaces) == 2
+    dates = {json.loads((w / "airflow_run.json").read_text())["date"] for w in spaces}
+    assert dates == {"2025-01-01", "2025-01-02"}
+    assert all((w / "dvc.lock").exists() for w in spaces)
+
+    # re-running a day is idempotent: the shared lake does not change
+    before = {p: p.read_bytes() for p in lake.rglob("*.parquet")}
+    run = dag.test(logical_date=pendulum.datetime(2025, 1, 1, tz="UTC"))
+    assert str(run.state).endswith("success")
+    assert {p: p.read_bytes() for p in lake.rglob("*.parquet")} == before
+    assert len(list((lake / "_etl" / "manifests").glob("*.json"))) == 2
