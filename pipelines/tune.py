@@ -1,0 +1,521 @@
+"""The tuning stage: Optuna TPE with pruning over the XGBoost search space in ``tune.space``.
+
+One study lives in the storage at ``tune.storage`` (SQLite by default, PostgreSQL for several machines).
+``tune.workers`` processes share it: each loads the study and optimizes its share of the remaining
+trials, so a trial is claimed exactly once by the storage. The study is resumable: a rerun counts the
+finished (COMPLETE + PRUNED) trials and runs only the rest up to ``tune.n_trials``; raising ``n_trials``
+continues the same study. Failed trials do not count; a trial left RUNNING by a killed worker is failed by
+Optuna's heartbeat once its grace period has passed.
+
+``study_name: auto`` names the study after what makes its trials comparable: the feature spec digest, the
+search space, the base parameters, the budget per trial and the seed. New features give a new study;
+more trials or more workers continue the old one.
+
+Each trial trains XGBoost (hist) on a stratified sample of the labelled train rows (``max_train_rows``)
+with early stopping on valid; ``optuna_integration.XGBoostPruningCallback`` reports the valid metric at
+every boosting round, and the median (or Hyperband) pruner stops the unpromising trials early.
+
+Outputs: ``<out>/best_params.json`` (consumed by ``loopline train``), ``<out>/summary.json`` (metrics)
+and ``<out>/dvclive`` (one step per trial: value, running best, pruned flag, rounds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import Params, TrainConfig, TuneConfig
+from pipelines.models import SPEC_FILE, booster_params, labels, train_mask, weights
+
+__all__ = [
+    "TuneData",
+    "auto_study_name",
+    "best_params_document",
+    "load_tune_data",
+    "make_objective",
+    "open_study",
+    "redact_url",
+    "run_tune",
+    "split_trials",
+    "suggest",
+]
+
+log = logging.getLogger(__name__)
+
+MAXIMIZE = {"aucpr": True, "auc": True, "logloss": False}
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
+    """Sample one point of the search space (``tune.space``: name -> SearchDimension)."""
+    out: dict[str, Any] = {}
+    for name, dim in space.items():
+        if dim.type == "categorical":
+            out[name] = trial.suggest_categorical(name, list(dim.choices))
+        elif dim.type == "int":
+            out[name] = trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
+        else:
+            out[name] = trial.suggest_float(name, float(dim.low), float(dim.high), log=dim.log)
+    return out
+
+
+def split_trials(remaining: int, workers: int) -> list[int]:
+    """Split ``remaining`` trials over ``workers`` as evenly as possible (no zero shares)."""
+    if remaining <= 0:
+        return []
+    base, extra = divmod(remaining, workers)
+    return [s for s in (base + (1 if i < extra else 0) for i in range(workers)) if s > 0]
+
+
+def auto_study_name(spec: Mapping[str, Any], *, tune: TuneConfig, train: TrainConfig, seed: int) -> str:
+    """A name that changes whenever old trials stop being comparable (data, space, budget, base params)."""
+    from pipelines.featurespec import spec_digest
+
+    key = {
+        "space": {k: v.model_dump() for k, v in sorted(tune.space.items())},
+        "base": train.xgboost.params.model_dump(),
+        "metric": train.xgboost.eval_metric,
+        "scale_pos_weight": train.imbalance.scale_pos_weight,
+        "budget": [
+            tune.num_boost_round,
+            tune.early_stopping_rounds,
+            tune.max_train_rows,
+            tune.pruner,
+            tune.warmup_rounds,
+            tune.startup_trials,
+        ],
+        "seed": seed,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"xgb-{spec_digest(spec)[:10]}-{digest}"
+
+
+def redact_url(url: str) -> str:
+    """A storage URL without its password, for reports."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: show only the scheme
+        return url.split("://", 1)[0] + "://***"
+
+
+def best_params_document(study: Any, *, metric: str) -> dict[str, Any]:
+    """``best_params.json``: the best COMPLETE trial's parameters and where they came from."""
+    import optuna
+
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not finished:
+        raise RuntimeError(
+            f"study {study.study_name!r} has no complete trial (all pruned or failed); "
+            "raise tune.n_trials or tune.timeout_s, or lower tune.warmup_rounds"
+        )
+    best = study.best_trial
+    return {
+        "xgboost": dict(best.params),
+        "value": float(best.value),
+        "metric": metric,
+        "trial": best.number,
+        "best_iteration": best.user_attrs.get("best_iteration"),
+        "study_name": study.study_name,
+    }
+
+
+# --------------------------------------------------------------------------- data and objective
+
+
+@dataclass
+class TuneData:
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    w_tr: np.ndarray
+    x_va: np.ndarray
+    y_va: np.ndarray
+    feature_names: list[str]
+
+
+def _stratified_rows(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    if max_rows is None or len(y) <= max_rows:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = max(1, round(max_rows * len(idx) / len(y)))
+        keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def load_tune_data(features: str, *, max_rows: int | None, seed: int) -> TuneData:
+    """Labelled train (stratified sample) and valid rows as matrices, reading only the needed columns."""
+    from pipelines import storage
+    from pipelines.featurespec import loads_spec
+
+    spec = loads_spec(storage.read_bytes(storage.join(features, SPEC_FILE)))
+    names = list(spec["feature_names"])
+    frames = {}
+    for split in ("train", "valid"):
+        loc = storage.join(features, f"{split}.parquet")
+        if not storage.exists(loc):
+            raise FileNotFoundError(
+                f"{loc}: the {split} split is missing; run the feature stage (loopline features)"
+            )
+        present = set(_schema_names(loc))
+        cols = [c for c in (*names, "label", "label_weight", "sample_weight") if c in present]
+        table = storage.read_parquet(loc, columns=cols)
+        df = table.to_pandas()
+        frames[split] = df[train_mask(df)]
+    tr, va = frames["train"], frames["valid"]
+    y_tr = labels(tr)
+    rows = _stratified_rows(y_tr, max_rows, seed)
+    return TuneData(
+        x_tr=tr[names].to_numpy(np.float32)[rows],
+        y_tr=y_tr[rows],
+        w_tr=weights(tr)[rows],
+        x_va=va[names].to_numpy(np.float32),
+        y_va=labels(va),
+        feature_names=names,
+    )
+
+
+def _schema_names(loc: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from pipelines import storage
+
+    path = storage.local_path(loc)
+    if path is not None:
+        return list(pq.read_schema(path).names)
+    return list(storage.read_parquet(loc).schema.names)
+
+
+def make_objective(data: TuneData, *, tune: TuneConfig, train: TrainConfig, seed: int, nthread: int) -> Any:
+    """The Optuna objective: train one XGBoost with early stopping and pruning; returns the best valid score."""
+    import xgboost as xgb
+    from optuna_integration import XGBoostPruningCallback
+
+    metric = train.xgboost.eval_metric
+    base = train.xgboost.params.model_dump()
+    if "max_bin" in tune.space:  # the histogram cuts change per trial: plain matrices, sketched per trial
+        dtr = xgb.DMatrix(data.x_tr, label=data.y_tr, weight=data.w_tr, feature_names=data.feature_names)
+        dva = xgb.DMatrix(data.x_va, label=data.y_va, feature_names=data.feature_names)
+    else:  # sketch the quantile cuts once for every trial instead of once per trial
+        threads = {"nthread": nthread} if nthread > 0 else {}
+        dtr = xgb.QuantileDMatrix(
+            data.x_tr,
+            label=data.y_tr,
+            weight=data.w_tr,
+            feature_names=data.feature_names,
+            max_bin=base["max_bin"],
+            **threads,
+        )
+        dva = xgb.QuantileDMatrix(
+            data.x_va, label=data.y_va, feature_names=data.feature_names, ref=dtr, **threads
+        )
+    spw = train.imbalance.scale_pos_weight
+    if spw == "auto":
+        from pipelines.imbalance import scale_pos_weight
+
+        spw = scale_pos_weight(data.y_tr)
+
+    def objective(trial: Any) -> float:
+        sampled = suggest(trial, tune.space)
+        params = booster_params(
+            {**base, **sampled}, eval_metric=metric, seed=seed, nthread=nthread, scale_pos_weight=float(spw)
+        )
+        callbacks = [] if tune.pruner == "none" else [XGBoostPruningCallback(trial, f"valid-{metric}")]
+        booster = xgb.train(
+            params,
+            dtr,
+            num_boost_round=tune.num_boost_round,
+            evals=[(dva, "valid")],
+            early_stopping_rounds=tune.early_stopping_rounds,
+            callbacks=callbacks,
+            verbose_eval=False,
+        )
+        trial.set_user_attr("best_iteration", int(booster.best_iteration))
+        trial.set_user_attr("rounds", int(booster.num_boosted_rounds()))
+        return float(booster.best_score)
+
+    return objective
+
+
+# --------------------------------------------------------------------------- study and workers
+
+
+def engine_url(url: str) -> str:
+    """A PostgreSQL URL with an explicit driver: SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3, while
+    the pipeline environment ships psycopg2 (binary); an explicit ``postgresql+driver://`` is kept."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
+def _storage(url: str) -> Any:
+    import optuna
+
+    url = engine_url(url)
+
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # several processes on one SQLite file: wait for the lock rather than fail at once
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; they fail stale trials
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=20, grace_period=120
+        )
+
+
+def open_study(
+    *, storage: str, study_name: str, tune: TuneConfig, metric: str, seed: int, worker: int = 0
+) -> Any:
+    """Create or load the shared study with its TPE sampler (seeded per worker) and pruner."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(
+        seed=seed + worker, n_startup_trials=tune.startup_trials, constant_liar=tune.workers > 1
+    )
+    pruner: optuna.pruners.BasePruner
+    if tune.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_rounds
+        )
+    elif tune.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=max(1, tune.warmup_rounds), max_resource=tune.num_boost_round, reduction_factor=3
+        )
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return optuna.create_study(
+        storage=_storage(storage),
+        study_name=study_name,
+        direction="maximize" if MAXIMIZE[metric] else "minimize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+
+
+def _count_finished(study: Any) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_worker(
+    *,
+    features: str,
+    storage: str,
+    study_name: str,
+    n_trials: int,
+    tune: TuneConfig,
+    train: TrainConfig,
+    seed: int,
+    worker: int,
+    nthread: int,
+) -> int:
+    """One worker: load the data and the study, optimize ``n_trials`` trials. Returns trials run."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_tune_data(features, max_rows=tune.max_train_rows, seed=seed)
+    study = open_study(
+        storage=storage,
+        study_name=study_name,
+        tune=tune,
+        metric=train.xgboost.eval_metric,
+        seed=seed,
+        worker=worker,
+    )
+    objective = make_objective(data, tune=tune, train=train, seed=seed, nthread=nthread)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_trials, desc=f"tune worker {worker}", unit="trial")
+
+    def _log(study: Any, trial: Any) -> None:
+        bar.update(1)
+        log.info("worker %d: trial %d %s value %s", worker, trial.number, trial.state.name, trial.value)
+
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=tune.timeout_s, callbacks=[_log], catch=())
+    finally:
+        bar.close()
+    return n_trials
+
+
+def _worker_main(kwargs: dict[str, Any]) -> None:  # process entry point (spawn): rebuild typed configs
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(kwargs["nthread"]))
+    kwargs = dict(kwargs)
+    kwargs["tune"] = TuneConfig.model_validate(kwargs["tune"])
+    kwargs["train"] = TrainConfig.model_validate(kwargs["train"])
+    run_worker(**kwargs)
+
+
+def run_workers(
+    *,
+    features: str,
+    storage: str,
+    study_name: str,
+    shares: list[int],
+    tune: TuneConfig,
+    train: TrainConfig,
+    seed: int,
+    nthread: int,
+) -> None:
+    """Run one worker in this process, or several worker processes (spawned) on the shared study."""
+    common: dict[str, Any] = {
+        "features": features,
+        "storage": storage,
+        "study_name": study_name,
+        "seed": seed,
+        "nthread": nthread,
+    }
+    if len(shares) == 1:
+        run_worker(n_trials=shares[0], tune=tune, train=train, worker=0, **common)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork after XGBoost/OpenMP initialisation is unsafe
+    procs = []
+    for i, n in enumerate(shares):
+        kwargs = {
+            **common,
+            "n_trials": n,
+            "worker": i,
+            "tune": tune.model_dump(),
+            "train": train.model_dump(),
+        }
+        p = ctx.Process(target=_worker_main, args=(kwargs,), name=f"loopline-tune-{i}")
+        p.start()
+        procs.append(p)
+    for p in procs:
+        p.join()
+    failed = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"tuning workers failed: {failed}; see their log lines above")
+
+
+def _log_dvclive(study: Any, *, live_dir: str, maximize: bool) -> None:
+    import optuna
+    from dvclive import Live
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    trials = sorted((t for t in study.get_trials(deepcopy=False) if t.state in done), key=lambda t: t.number)
+    best = -math.inf if maximize else math.inf
+    with Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None) as live:
+        for t in trials:
+            pruned = t.state == optuna.trial.TrialState.PRUNED
+            last = (
+                t.value
+                if not pruned
+                else (
+                    t.intermediate_values[max(t.intermediate_values)]
+                    if t.intermediate_values
+                    else float("nan")
+                )
+            )
+            if not pruned and t.value is not None:
+                best = max(best, t.value) if maximize else min(best, t.value)
+            live.log_metric("trial/value", float(last))
+            live.log_metric("trial/pruned", int(pruned))
+            live.log_metric("trial/rounds", len(t.intermediate_values))
+            if math.isfinite(best):
+                live.log_metric("best_value", float(best))
+            live.next_step()
+
+
+def run_tune(*, features: str, out: str, params: Params, storage_url: str | None = None) -> dict[str, Any]:
+    """Continue (or start) the study up to ``tune.n_trials`` finished trials; write best params and logs."""
+    import optuna
+
+    from pipelines import storage
+    from pipelines.featurespec import loads_spec
+
+    started = time.perf_counter()
+    tune, train, seed = params.tune, params.train, params.seed
+    url = storage_url or tune.storage
+    metric = train.xgboost.eval_metric
+    spec = loads_spec(storage.read_bytes(storage.join(features, SPEC_FILE)))
+    name = (
+        auto_study_name(spec, tune=tune, train=train, seed=seed)
+        if tune.study_name == "auto"
+        else tune.study_name
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(storage=url, study_name=name, tune=tune, metric=metric, seed=seed)
+    before = _count_finished(study)
+    shares = split_trials(tune.n_trials - before, tune.workers)
+    nthread = tune.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, len(shares)))
+    log.info(
+        "tune: study %s on %s has %d/%d finished trials; running %s with %d thread(s) each",
+        name,
+        redact_url(url),
+        before,
+        tune.n_trials,
+        shares or "none",
+        nthread,
+    )
+    if shares:
+        run_workers(
+            features=features,
+            storage=url,
+            study_name=name,
+            shares=shares,
+            tune=tune,
+            train=train,
+            seed=seed,
+            nthread=nthread,
+        )
+    study = open_study(storage=url, study_name=name, tune=tune, metric=metric, seed=seed)
+    doc = best_params_document(study, metric=metric)
+    doc["storage"] = redact_url(url)
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    summary = {
+        "study_name": name,
+        "storage": redact_url(url),
+        "best_value": doc["value"],
+        "best_trial": doc["trial"],
+        "metric": metric,
+        "trials": {s: states.count(s) for s in sorted(set(states))},
+        "finished_before": before,
+        "finished_after": _count_finished(study),
+        "workers": len(shares),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+    storage.write_json(storage.join(out, "best_params.json"), doc)
+    storage.write_json(storage.join(out, "summary.json"), summary)
+    live_dir = storage.local_path(storage.join(out, "dvclive"))
+    if live_dir is not None:
+        _log_dvclive(study, live_dir=str(live_dir), maximize=MAXIMIZE[metric])
+    log.info(
+        "tune: best %s %.5f (trial %d), %s, %.1f s",
+        metric,
+        doc["value"],
+        doc["trial"],
+        summary["trials"],
+        summary["wall_seconds"],
+    )
+    return summary
