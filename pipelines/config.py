@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -160,12 +160,16 @@ class HotelConfig(_Model):
             "reservation_status_date",
             "assigned_room_type",
             "booking_changes",
+            "required_car_parking_spaces",  # recorded at arrival: 0 of its 7,416 non-zero rows cancel
         ]
     )
 
 
 class SourceConfig(_Model):
     kind: Literal["synthetic", "hotel", "generic"] = "synthetic"
+    # Folder of the user's landing files for `loopline run --profile` (hotel/generic; relative paths are
+    # resolved against the project root). None: data/landing, which the generate stage fills (synthetic).
+    landing: str | None = None
     generic: GenericSourceConfig = GenericSourceConfig()
     hotel: HotelConfig = HotelConfig()
 
@@ -189,6 +193,481 @@ class ValidationConfig(_Model):
     fail_on: Literal["critical", "warning", "never"] = "critical"
 
 
+Scaling = Literal["auto", "standard", "minmax", "log", "none"]
+_WINDOW_RE = r"^[1-9][0-9]*[smhd]$"
+
+
+class FeatureAggregatesConfig(_Model):
+    """Point-in-time entity aggregates: strictly earlier events of the same entity over trailing windows."""
+
+    enabled: bool = True
+    windows: list[Annotated[str, Field(pattern=_WINDOW_RE)]] = Field(
+        default_factory=lambda: ["1h", "24h", "7d"], min_length=1
+    )  # e.g. 30m, 1h, 7d
+    value_column: str | None = None  # numeric column summed/averaged per window; None: counts only
+
+
+class FeatureLeakageConfig(_Model):
+    # one input predicting the label this well alone fails the build, by name
+    max_single_auc: float = Field(default=0.97, gt=0.5, le=1)
+    max_rows: int = Field(default=200_000, gt=0)  # train rows sampled for the single-feature AUC check
+    time_split: bool = True  # valid/test rows earlier than the train cutoff fail the build
+
+
+class FeaturesConfig(_Model):
+    """The feature stage: which column gets which treatment; every fitted constant goes in the spec."""
+
+    drop: list[str] = Field(default_factory=list)  # declared columns never used as features
+    scaling: Scaling = "auto"  # auto: log for non-negative skewed columns, else standard
+    scale_overrides: dict[str, Scaling] = Field(default_factory=dict)
+    impute: Literal["median", "mean", "zero"] = "median"
+    missing_indicators: Literal["nullable", "always", "never"] = "nullable"
+    discretize: dict[str, Annotated[int, Field(ge=2, le=100)]] = Field(default_factory=dict)  # col -> bins
+    hash_buckets: int = Field(default=32, ge=2, le=1_048_576)  # for high_cardinality columns
+    onehot_max_categories: int = Field(default=30, ge=1)  # more categories -> ordinal encoding
+    min_category_count: int = Field(default=5, ge=1)  # rarer categories go to the unknown slot
+    encoding_overrides: dict[str, Literal["onehot", "ordinal", "hash"]] = Field(default_factory=dict)
+    crosses: list[Annotated[list[str], Field(min_length=2)]] = Field(default_factory=list)
+    cross_buckets: int = Field(default=32, ge=2, le=1_048_576)
+    cyclical: bool = True  # hour-of-day and day-of-week sin/cos from event_time
+    aggregates: FeatureAggregatesConfig = FeatureAggregatesConfig()
+    leakage: FeatureLeakageConfig = FeatureLeakageConfig()
+
+
+class ImportanceConfig(_Model):
+    """Importance weights P/Q on one categorical column: the train split's mix Q reweighted to a target P."""
+
+    column: str = Field(default="channel", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    target: dict[str, Annotated[float, Field(ge=0)]] | None = None  # None: the mix of the newest days
+    recent_days: int = Field(default=7, gt=0, le=366)  # window before the cutoff that defines P if no target
+    max_weight: float = Field(default=20.0, gt=1)  # weights are clipped to [1/max, max]
+
+
+SamplingMethod = Literal["all", "random", "stratified", "weighted", "reservoir", "importance"]
+
+
+class SamplingConfig(_Model):
+    """Time-based train/valid/test split with a label-maturity tail; the method samples the train split only.
+
+    Windows in calendar days, counted back from the cutoff (the end of ``as_of``, default the newest
+    lake partition): [train][gap][valid][gap][test][label_maturity_days: immature tail, in no split].
+    """
+
+    as_of: dt.date | None = None  # None: the lake's newest partition; the cutoff is the end of that day
+    label_maturity_days: int = Field(default=21, ge=0, le=3660)  # labels known within this many days
+    test_days: int = Field(default=6, gt=0, le=3660)
+    valid_days: int = Field(default=7, gt=0, le=3660)
+    gap_days: int = Field(default=1, ge=0, le=366)  # days dropped between train|valid and valid|test
+    train_days: int | None = Field(default=None, gt=0, le=36600)  # None: all earlier history
+    method: SamplingMethod = "all"
+    fraction: float | None = Field(default=None, gt=0, le=1)  # share of the train rows to keep
+    n: int | None = Field(default=None, gt=0)  # or a row count (reservoir: the reservoir size)
+    stratify_by: list[str] = Field(default_factory=lambda: ["label"])  # stratified: label and/or slices
+    min_per_stratum: int = Field(default=0, ge=0)  # stratified: small strata keep at least this many
+    recency_half_life_days: float = Field(default=7.0, gt=0)  # weighted: weight halves every this many days
+    importance: ImportanceConfig = ImportanceConfig()
+    batch_size: int = Field(default=65_536, gt=0)  # reservoir: rows per streamed record batch
+
+    @model_validator(mode="after")
+    def _size_is_consistent(self) -> SamplingConfig:
+        if self.fraction is not None and self.n is not None:
+            raise ValueError("give either fraction or n, not both")
+        if self.method == "reservoir" and self.n is None:
+            raise ValueError("method reservoir needs n (the reservoir size), e.g. n: 50000")
+        if self.method == "stratified" and not self.stratify_by:
+            raise ValueError("method stratified needs stratify_by, e.g. [label] or [label, channel]")
+        return self
+
+
+class LabelingFunctionOptions(_Model):
+    """Thresholds of the registered labeling functions (pipelines/labeling_functions.py)."""
+
+    amount_ratio: float = Field(default=4.0, gt=1)  # amount above this multiple of the card's median
+    min_card_events: int = Field(default=3, ge=1)  # card history needed before the amount rule votes
+    new_device_days: float = Field(default=7.0, gt=0)
+    risky_category_regex: str = Field(
+        default=r"^(electronics|jewelry|gaming|travel|digital_goods)$", min_length=1
+    )
+    velocity_window_hours: float = Field(default=1.5, gt=0)  # +- this around each event
+    velocity_min_events: int = Field(default=3, ge=2)  # events of one card within the window
+    velocity_ratio: float = Field(default=20.0, ge=1)  # and this multiple of the card's usual rate
+    night_hours: list[Annotated[int, Field(ge=0, le=23)]] = Field(default_factory=lambda: [23, 0, 1, 2, 3, 4])
+    model_positive: float = Field(default=0.9, gt=0, lt=1)  # model LF votes 1 at or above this score
+    model_negative: float = Field(default=0.2, gt=0, lt=1)  # and 0 at or below this one
+    model_folds: int = Field(default=5, ge=2, le=20)  # cross-fitting on gold: no row scored by its own fit
+
+    @model_validator(mode="after")
+    def _model_band(self) -> LabelingFunctionOptions:
+        if self.model_negative >= self.model_positive:
+            raise ValueError("model_negative must be below model_positive")
+        return self
+
+
+class LabelingConfig(_Model):
+    """Weak supervision, hand labels and the active-learning queue (pipelines/labeling.py)."""
+
+    functions: list[str] = Field(
+        default_factory=lambda: [
+            "foreign_online", "amount_spike", "new_device", "risky_category", "velocity_burst",
+            "night_time", "domestic_pos_known_device", "logreg_model",
+        ],
+        min_length=1,
+    )  # fmt: skip
+    options: LabelingFunctionOptions = LabelingFunctionOptions()
+    label_model: Literal["dawid_skene", "weighted_vote"] = "dawid_skene"
+    em_max_iter: int = Field(default=200, ge=1)
+    em_tol: float = Field(default=1e-6, gt=0)
+    gold_size: int | None = Field(default=None, gt=0)  # None: every matured natural train label is gold
+    weak_weight: float = Field(default=0.3, ge=0, le=1)  # label_weight of a weak label
+    hand_weight: float = Field(default=1.0, gt=0)  # label_weight of a hand label
+    min_votes: int = Field(default=1, ge=1)  # a weak label needs at least this many non-abstaining LFs
+    min_confidence: float = Field(default=0.5, ge=0.5, le=1)  # and this posterior for its class
+    al_queue_size: int = Field(default=200, ge=0)
+    al_committee: list[Literal["logreg", "hgb", "tree"]] = Field(
+        default_factory=lambda: ["logreg", "hgb"],  # type: ignore[arg-type,return-value]
+        min_length=1,
+    )  # one model: uncertainty sampling; several: query-by-committee
+
+
+class XGBoostParams(_Model):
+    """XGBoost booster parameters (hist); tuned values from best_params.json override these defaults."""
+
+    max_depth: int = Field(default=6, ge=1, le=16)
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    min_child_weight: float = Field(default=1.0, ge=0)
+    subsample: float = Field(default=0.8, gt=0, le=1)
+    colsample_bytree: float = Field(default=0.8, gt=0, le=1)
+    reg_lambda: float = Field(default=1.0, ge=0)
+    reg_alpha: float = Field(default=0.0, ge=0)
+    gamma: float = Field(default=0.0, ge=0)
+    max_bin: int = Field(default=256, ge=2, le=4096)
+
+
+class XGBoostTrainConfig(_Model):
+    params: XGBoostParams = XGBoostParams()
+    num_boost_round: int = Field(default=400, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    eval_metric: Literal["aucpr", "auc", "logloss"] = "aucpr"  # early stopping watches this on valid
+    nthread: int = Field(default=0, ge=0)  # 0: all cores
+
+
+class DistillationConfig(_Model):
+    """Soft targets from the XGBoost teacher: loss = alpha * BCE(label) + (1 - alpha) * BCE(teacher at T)."""
+
+    enabled: bool = True
+    alpha: float = Field(default=0.5, ge=0, le=1)  # weight of the hard labels
+    temperature: float = Field(default=2.0, gt=0)  # softens the teacher's logits: sigmoid(logit / T)
+    compare: bool = True  # also train without distillation, side by side, and report both
+
+
+class KerasTrainConfig(_Model):
+    hidden_units: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [256, 128, 64], min_length=1)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    epochs: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    patience: int = Field(default=3, ge=1)  # early stopping on valid PR-AUC
+    threads: int = Field(default=0, ge=0)  # TensorFlow intra/inter-op threads; 0: TensorFlow's default
+    distillation: DistillationConfig = DistillationConfig()
+
+
+class ImbalanceTrainConfig(_Model):
+    """Class imbalance, applied to the train split only (valid and test keep the natural distribution)."""
+
+    class_weight: Literal["balanced", "none"] = "balanced"  # Keras: weights by inverse class frequency
+    scale_pos_weight: Literal["auto"] | float = 1.0  # XGBoost: auto = negative/positive train weight
+    resample: Literal["none", "over", "under", "smote"] = "none"  # pipelines/imbalance.py, train split only
+    resample_ratio: float = Field(default=0.1, gt=0, le=1)  # minority/majority ratio after resampling
+
+
+class BaselinesConfig(_Model):
+    heuristic_columns: list[str] | None = None  # None: every raw input column except high-cardinality ones
+    bins: int = Field(default=20, ge=2, le=1000)  # quantile bins of a numeric heuristic column
+
+
+class TrainConfig(_Model):
+    """The training stage (pipelines/train.py): baselines, XGBoost, Keras (with distillation)."""
+
+    xgboost: XGBoostTrainConfig = XGBoostTrainConfig()
+    keras: KerasTrainConfig = KerasTrainConfig()
+    imbalance: ImbalanceTrainConfig = ImbalanceTrainConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+
+
+class SearchDimension(_Model):
+    """One tuned XGBoost parameter: a range (float/int, optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[float | int | str] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs choices, e.g. choices: [4, 6, 8]")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs low and high, e.g. {{type: {self.type}, low: 1, high: 10}}")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        return self
+
+
+def _default_space() -> dict[str, SearchDimension]:
+    return {
+        "max_depth": SearchDimension(type="int", low=3, high=10),
+        "learning_rate": SearchDimension(type="float", low=0.02, high=0.3, log=True),
+        "min_child_weight": SearchDimension(type="float", low=0.5, high=20, log=True),
+        "subsample": SearchDimension(type="float", low=0.5, high=1.0),
+        "colsample_bytree": SearchDimension(type="float", low=0.4, high=1.0),
+        "reg_lambda": SearchDimension(type="float", low=1e-3, high=10, log=True),
+    }
+
+
+class TuneConfig(_Model):
+    """The tuning stage (pipelines/tune.py): Optuna TPE + pruning over ``space``, one shared study."""
+
+    storage: str = Field(default="sqlite:///data/tuning/study.db", min_length=1)  # or postgresql://...
+    study_name: str = Field(default="auto", min_length=1)  # auto: derived from the feature spec and space
+    n_trials: int = Field(default=12, ge=1)  # target COMPLETE+PRUNED trials; a rerun continues up to it
+    timeout_s: float | None = Field(default=150, gt=0)  # per run, per worker
+    workers: int = Field(default=2, ge=1, le=64)  # worker processes sharing the study through storage
+    threads_per_worker: int = Field(default=0, ge=0)  # XGBoost nthread in each worker; 0: cores / workers
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: int = Field(default=4, ge=0)  # TPE random start and pruner warm-up (trials)
+    warmup_rounds: int = Field(default=10, ge=0)  # median pruner: boosting rounds before a trial can be pruned
+    num_boost_round: int = Field(default=120, ge=1)
+    early_stopping_rounds: int = Field(default=15, ge=1)
+    max_train_rows: int | None = Field(default=60_000, gt=0)  # trials fit on a stratified sample of train
+    space: dict[str, SearchDimension] = Field(default_factory=_default_space, min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _known_params(cls, space: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
+        unknown = sorted(set(space) - set(XGBoostParams.model_fields))
+        if unknown:
+            raise ValueError(f"unknown XGBoost parameters {unknown}; tunable: {sorted(XGBoostParams.model_fields)}")
+        return space
+
+
+class PerturbationTest(_Model):
+    """Gaussian noise of relative scale on numeric inputs: ``x * (1 + scale * N(0, 1))``, clipped at 0 for
+    non-negative columns; passes when the mean |score change| stays below ``max_mean_abs_delta``."""
+
+    enabled: bool = True
+    columns: list[str] = Field(default_factory=list)  # empty: every numeric input of the feature spec
+    scale: float = Field(default=0.05, gt=0, le=1)
+    max_mean_abs_delta: float = Field(default=0.01, gt=0, le=1)
+
+
+class InvarianceTest(_Model):
+    """Setting ``column`` to another value (``value``, or a row-wise shuffle when None) moves the score by
+    less than ``epsilon`` for at least ``min_share`` of the rows."""
+
+    name: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    value: str | float | None = None
+    epsilon: float = Field(default=0.01, gt=0, le=1)
+    min_share: float = Field(default=0.95, gt=0, le=1)
+
+
+class DirectionalTest(_Model):
+    """Raising ``column`` (``multiply`` or ``set`` it) must not lower the score (beyond ``tolerance``) for at
+    least ``min_share`` of the rows; ``only_present`` restricts it to rows where the input is not missing."""
+
+    name: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    multiply: float | None = Field(default=None, gt=0)
+    set: float | None = None
+    expect: Literal["not_lower", "not_higher"] = "not_lower"
+    tolerance: float = Field(default=1e-4, ge=0)
+    min_share: float = Field(default=0.9, gt=0, le=1)
+    only_present: bool = True
+
+    @model_validator(mode="after")
+    def _one_change(self) -> DirectionalTest:
+        if (self.multiply is None) == (self.set is None):
+            raise ValueError("give exactly one of multiply (e.g. 3) or set (e.g. 0)")
+        return self
+
+
+class BehaviouralConfig(_Model):
+    models: list[str] = Field(default_factory=lambda: ["xgboost", "keras"])  # scorers tested (if present)
+    max_rows: int = Field(default=5000, gt=0)  # labelled test rows sampled (seeded) for the tests
+    perturbation: PerturbationTest = PerturbationTest()
+    invariance: list[InvarianceTest] = Field(default_factory=list)
+    directional: list[DirectionalTest] = Field(default_factory=list)
+
+
+class EvaluateConfig(_Model):
+    """Offline evaluation (pipelines/evaluate.py) on the test split's natural and hand labels."""
+
+    primary: str = Field(default="xgboost", min_length=1)  # the model the gate and the registry judge
+    precision_target: float = Field(default=0.9, gt=0, le=1)  # recall at this precision
+    ece_bins: int = Field(default=10, ge=2, le=1000)
+    ece_strategy: Literal["uniform", "quantile"] = "uniform"  # equal-width or equal-mass bins
+    calibration: Literal["none", "isotonic", "platt"] = "isotonic"  # fitted on valid, applied to test
+    slices: list[str] = Field(default_factory=lambda: ["merchant_category", "country", "channel"])
+    slice_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"  # roc_auc: comparable across base rates
+    min_slice_size: int = Field(default=500, ge=1)  # rows; smaller slices are listed, never flagged
+    min_slice_positives: int = Field(default=10, ge=1)  # an AUC on fewer positives is noise
+    slice_margin: float = Field(default=0.05, ge=0, le=1)  # flag: slice metric < whole - margin
+    curve_points: int = Field(default=101, ge=11, le=10_001)  # grid of the ROC/PR plot files
+    behavioural: BehaviouralConfig = BehaviouralConfig()
+
+
+class GateConfig(_Model):
+    """The promotion gate (pipelines/registry.py): every check must pass for a version to become champion."""
+
+    metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    baseline_margin: float = Field(default=0.02, ge=0, le=1)  # beat every baseline by at least this
+    champion_margin: float = Field(default=0.0, ge=-1, le=1)  # candidate - champion on the same holdout
+    slice_margin: float = Field(default=0.05, ge=0, le=1)  # per slice: candidate >= champion - margin
+    slice_margins: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)  # per column
+    require_behavioural: bool = True
+    near_miss: Literal["challenger", "reject"] = "challenger"  # only the champion check failed -> challenger
+
+
+class MonitorReferenceConfig(_Model):
+    """What the current window is compared with (pipelines/monitor.py)."""
+
+    kind: Literal["training", "trailing", "seasonal"] = "training"  # training: the champion's data window
+    days: int = Field(default=14, gt=0, le=3660)  # trailing: reference length; training: at most this many days
+    gap_days: int = Field(default=0, ge=0, le=366)  # trailing: days between the reference and the current window
+    season_days: int = Field(default=7, gt=0, le=3660)  # seasonal: shift back (7: same weekdays; 364: last year)
+
+
+DriftMethodName = Literal["psi", "jensenshannon", "wasserstein", "ks", "chisquare"]
+
+
+class MonitorDriftConfig(_Model):
+    """Per-column drift checks (pipelines/drift.py); a threshold of None is the method's default."""
+
+    numerical_method: DriftMethodName = "wasserstein"  # normalized by the reference std (Evidently's default)
+    categorical_method: DriftMethodName = "jensenshannon"
+    numerical_threshold: float | None = Field(default=None, gt=0)
+    categorical_threshold: float | None = Field(default=None, gt=0)
+    per_column_method: dict[str, DriftMethodName] = Field(default_factory=dict)
+    per_column_threshold: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    score_method: DriftMethodName = "psi"  # prediction drift: the score distribution
+    score_threshold: float | None = Field(default=None, gt=0)
+    bins: int = Field(default=10, ge=2, le=1000)  # quantile bins of the reference (psi, jensenshannon)
+    exclude_columns: list[str] = Field(default_factory=list)
+    include_high_cardinality: bool = False  # id-like columns drift in almost every period: off by default
+    calendar_pattern: str = r"(^|_)(year|month|week|week_number|weekday|day_of_month|day_of_week|hour|date)(_|$)"
+    calendar: Literal["exclude", "seasonal"] = "exclude"  # seasonal: compared only against a seasonal reference
+    min_rows: int = Field(default=200, ge=1)  # fewer rows on a side: the check is reported, not judged
+
+
+class MonitorPolicyConfig(_Model):
+    """The retrain decision (pipelines/monitor.py ``decide``)."""
+
+    metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    performance_margin: float = Field(default=0.1, ge=0, le=1)  # live below the champion's offline by more
+    severe_margin: float = Field(default=0.2, ge=0, le=1)  # a decay this large overrides the cool-down
+    min_positives: int = Field(default=100, ge=1)  # matured positives needed to judge performance
+    min_label_coverage: float = Field(default=0.9, gt=0, le=1)  # share of the window's labels matured
+    prediction_drift: bool = True  # a drifted score distribution triggers a retrain
+    importance_threshold: float = Field(default=0.1, ge=0, le=1)  # importance share of drifted features
+    cooldown_periods: int = Field(default=3, ge=0)  # no new decision within this many periods of the last
+
+
+class MonitorConfig(_Model):
+    """Monitor stage: drift and live performance of the champion, and the retrain decision."""
+
+    period_days: int = Field(default=7, gt=0, le=3660)  # default window: this many days up to the newest
+    reference: MonitorReferenceConfig = MonitorReferenceConfig()
+    drift: MonitorDriftConfig = MonitorDriftConfig()
+    policy: MonitorPolicyConfig = MonitorPolicyConfig()
+    max_rows: int | None = Field(default=50_000, gt=0)  # per side; above it the window is sampled
+    sampling: Literal["reservoir", "stratified"] = "reservoir"  # stratified: proportional per day
+    performance_window: Literal["current", "matured"] = "matured"  # matured: the window label_maturity_days back
+    label_maturity_days: int = Field(default=21, ge=0, le=3660)
+    performance_days: int = Field(default=7, gt=0, le=3660)  # length of the window performance is judged on
+    evidently_report: bool = True  # the Evidently HTML (costs CPU; the decision never needs it)
+
+
+class QuantizeGateConfig(_Model):
+    """Parity and fairness thresholds a TFLite variant must meet against the float Keras model (test split)."""
+
+    max_roc_auc_drop: float = Field(default=0.005, ge=0, le=1)  # float Keras - variant, whole test split
+    max_pr_auc_drop: float = Field(default=0.01, ge=0, le=1)
+    max_mean_abs_diff: float = Field(default=0.01, ge=0, le=1)  # mean |score difference|
+    max_abs_diff: float = Field(default=0.2, ge=0, le=1)  # worst single row
+    min_agreement: float = Field(default=0.99, ge=0, le=1)  # same decision at the operating threshold
+    slice_max_roc_auc_drop: float = Field(default=0.02, ge=0, le=1)  # per eligible slice
+    slice_max_mean_abs_diff: float = Field(default=0.02, ge=0, le=1)
+    slice_min_agreement: float = Field(default=0.98, ge=0, le=1)
+
+
+TFLiteVariant = Literal["float32", "float16", "dynamic_range", "int8"]
+_ALL_TFLITE_VARIANTS: tuple[TFLiteVariant, ...] = ("float32", "float16", "dynamic_range", "int8")
+
+
+class QuantizeConfig(_Model):
+    """TFLite post-training quantization (pipelines/quantize.py) with a parity gate per variant."""
+
+    variants: list[TFLiteVariant] = Field(default_factory=lambda: list(_ALL_TFLITE_VARIANTS))
+    default_variant: TFLiteVariant = "int8"  # the edge model (benchmarks, docs)
+    representative_rows: int = Field(default=2000, ge=10, le=100_000)  # stratified by label, train split
+    threshold: float | None = Field(default=None, gt=0, lt=1)  # operating threshold; null: from alert_rate
+    alert_rate: float = Field(default=0.01, gt=0, lt=1)  # null threshold: float Keras flags this test share
+    slices: list[str] | None = None  # null: evaluate.slices (and its min_slice_size/positives)
+    min_slice_size: int | None = Field(default=None, ge=1)  # null: evaluate.min_slice_size
+    batch_size: int = Field(default=1024, ge=1, le=1_000_000)  # interpreter batch (rows per invoke)
+    gate: QuantizeGateConfig = QuantizeGateConfig()
+
+
+class PredictConfig(_Model):
+    """Batch prediction (pipelines/predict.py) of lake partitions with the registry's champion."""
+
+    model: str = Field(default="xgboost", pattern=r"^(xgboost|keras|tflite:(float32|float16|dynamic_range|int8))$")
+    window_days: int = Field(default=3, ge=1, le=3660)  # default dates: the newest N lake partitions
+    chunk_rows: int = Field(default=250_000, ge=1_000, le=50_000_000)  # rows scored at a time (memory bound)
+    lookback_days: int = Field(default=60, ge=1, le=3660)  # history for secs_since_prev (see predict.py)
+    extra_columns: list[str] = Field(default_factory=list)  # kept on every prediction row (e.g. slices)
+
+
+class BacktestConfig(_Model):
+    """The backtest (pipelines/backtest.py): a timeline replayed period by period, strategies side by side."""
+
+    periods: Literal["daily", "weekly", "monthly"] = "weekly"
+    start: dt.date | None = None  # first scored period; None: the lake's first day + warmup_days
+    warmup_days: int = Field(default=42, ge=1, le=3660)  # history before the first period (initial model)
+    train_days: int | None = Field(default=None, gt=0, le=36600)  # stateless window; None: sampling.train_days
+    holdout_days: int = Field(default=7, ge=1, le=366)  # newest matured days: early stopping + the gate
+    label_maturity_days: int | None = Field(default=None, ge=0, le=3660)  # None: sampling.label_maturity_days
+    strategies: list[Literal["never", "stateless", "stateful", "stateful_refit", "policy"]] = Field(
+        default_factory=lambda: ["never", "stateless", "stateful", "stateful_refit", "policy"], min_length=1
+    )
+    gate: bool = True  # a candidate replaces the model only if it beats it on the holdout (gate.metric)
+    max_train_rows: int | None = Field(default=None, gt=0)  # stateless fits: reservoir-sample the window
+
+
+class RetrainConfig(_Model):
+    """Retraining (pipelines/retrain.py): stateful updates of the champion, a stateless refit on a schedule."""
+
+    mode: Literal["auto", "stateful", "stateless"] = "auto"  # auto: stateful unless the schedule says refit
+    xgboost_method: Literal["add_trees", "refresh_leaf", "refresh_and_add"] = "add_trees"
+    stateful_rounds: int = Field(default=20, ge=1, le=10_000)  # trees added per stateful update
+    refit_every: int = Field(default=4, ge=1, le=1000)  # every Nth retrain is a stateless refit (1: always)
+    max_trees: int = Field(default=600, ge=1)  # a champion past this many trees is refit (update cost grows)
+    replay_fraction: float = Field(default=0.25, ge=0, le=10)  # older labelled rows replayed, share of new rows
+    replay_days: int = Field(default=28, ge=1, le=3660)  # replayed rows come from this many days before it
+    refit_on_gate_failure: bool = True  # a stateful candidate refused by the gate: refit from scratch
+    min_new_rows: int = Field(default=100, ge=1)  # fewer labelled rows since the watermark: the update fails
+    keras: bool = True  # also update the Keras edge model (fine-tune, or retrain on a refit)
+    keras_epochs: int = Field(default=2, ge=1, le=1000)  # stateful fine-tune epochs
+    keras_lr_factor: float = Field(default=0.1, gt=0, le=1)  # fine-tune learning rate = train.keras lr x this
+    quantize: bool = True  # TFLite variants of a promoted candidate's Keras model (pipelines/quantize.py)
+    backtest: BacktestConfig = BacktestConfig()
+
+
 class Params(_Model):
     seed: int = Field(default=42, ge=0)
     source: SourceConfig = SourceConfig()
@@ -196,6 +675,17 @@ class Params(_Model):
     schema_: SchemaConfig = Field(alias="schema")
     etl: EtlConfig = EtlConfig()
     validation: ValidationConfig = ValidationConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    labeling: LabelingConfig = LabelingConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    predict: PredictConfig = PredictConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -29,6 +29,24 @@ def summarize(reports: Path) -> str:
             f"Validation {val.get('partitions_validated', 0)} partitions, {val.get('critical_failures', 0)} critical failures, "
             f"{val.get('warnings', 0)} warnings; Data Docs: {val.get('data_docs', '-')}"
         )
+    ev = _load(reports / "evaluation" / "metrics.json")
+    if ev and ev.get("primary_pr_auc") is not None:
+        lines.append(
+            f"Evaluation test PR-AUC {ev['primary_pr_auc']:.4f}, ROC-AUC {ev['primary_roc_auc']:.4f} "
+            f"({ev.get('rows', 0):,} rows); slices flagged {ev.get('slices_flagged', 0)}"
+        )
+    reg = _load(reports / "registry" / "register.json")
+    if reg:
+        lines.append(
+            f"Gate       {reg.get('version')}: {reg.get('status')}; champion {reg.get('champion_after')}"
+        )
     index = reports / "index.html"
-    lines.append(f"Reports    {index if index.exists() else reports}/")
+    if index.exists():
+        lines.append(
+            f"Run report {index}  (open it in a browser: every report of the run, headline figures on top)"
+        )
+    else:
+        lines.append(
+            f"Run report not written yet: `loopline report --reports {reports}`; reports in {reports}/"
+        )
     return "\n".join(lines)
