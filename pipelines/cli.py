@@ -633,16 +633,28 @@ def predict(
     ] = None,
     version: Annotated[str | None, typer.Option(help="registry version or alias (default: champion)")] = None,
     summary_out: Annotated[str | None, typer.Option("--summary", help="also write the run summary JSON")] = None,
+    skip_without_champion: Annotated[
+        bool, typer.Option(help="no champion yet (the first model failed its gate): warn and score nothing")
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Batch-score lake partitions with the champion (point-in-time aggregates as in training)."""
     from pipelines import storage
-    from pipelines.predict import PredictError, run_predict
+    from pipelines.predict import NoChampionError, PredictError, run_predict
 
     p = _params(params)
     try:
         s = run_predict(lake=lake, registry=registry, out=out, date=date, start=start, end=end,
                         model=model or p.predict.model, version=version, cfg=p.predict, params=p)  # fmt: skip
+    except NoChampionError as err:
+        if not skip_without_champion:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        log.warning("predict skipped: %s", err)
+        storage.ensure_dir(out)
+        if summary_out is not None:
+            storage.write_json(summary_out, {"skipped": True, "reason": str(err), "rows": 0, "dates": []})
+        return
     except (PredictError, ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

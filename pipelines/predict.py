@@ -36,6 +36,10 @@ __all__ = ["LoadedModel", "PredictError", "load_model", "resolve_dates", "run_pr
 log = logging.getLogger(__name__)
 
 
+class NoChampionError(RuntimeError):
+    """The registry has no model under the requested alias yet."""
+
+
 class PredictError(RuntimeError):
     """Batch prediction cannot run; the message names the registry/partition and the fix."""
 
@@ -93,7 +97,7 @@ def load_model(registry: str, *, version: str | None, model: str) -> LoadedModel
     if alias is not None or version is None:
         resolved = reg.alias(alias or "champion")
         if resolved is None:
-            raise PredictError(
+            raise NoChampionError(
                 f"registry {registry} has no {alias or 'champion'} yet; train, evaluate and register a model "
                 f"first (`loopline register --registry {registry}`), or promote a version with "
                 f"`loopline registry promote <version> --registry {registry}`"

@@ -61,6 +61,31 @@ def map_label(
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
+def _decompress(data: bytes, path: str) -> bytes:
+    """CSV bytes of a plain, ``.gz`` or single-member ``.zip`` landing file."""
+    import gzip
+    import io
+    import zipfile
+
+    if path.endswith(".gz"):
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise FileRejected("unreadable_file", f"{path}: not a readable gzip file ({err})", 0) from None
+    if path.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                members = [m for m in zf.namelist() if not m.endswith("/") and not m.startswith("__MACOSX")]
+                if len(members) != 1:
+                    raise FileRejected(
+                        "unreadable_file", f"{path}: a zip must hold exactly one CSV file, found {members}", 0
+                    )
+                return zf.read(members[0])
+        except zipfile.BadZipFile as err:
+            raise FileRejected("unreadable_file", f"{path}: not a readable zip file ({err})", 0) from None
+    return data
+
+
 class GenericAdapter:
     """Landing CSV/Parquet files of any layout, mapped by ``params.source.generic``."""
 
@@ -103,7 +128,7 @@ class GenericAdapter:
 
     def _load(self, path: str) -> tuple[pa.Table, list[tuple[int | None, str]]]:
         if self.cfg.format == "csv":
-            data = storage.read_bytes(path)
+            data = _decompress(storage.read_bytes(path), path)
             return read_csv_strings(data, path=path, delimiter=self.cfg.delimiter)
         try:
             return storage.read_parquet(path), []

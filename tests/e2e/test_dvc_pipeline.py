@@ -47,7 +47,14 @@ def project(tmp_path_factory) -> Path:
     proj = tmp_path_factory.mktemp("project")
     _copy_project(proj)
     params = yaml.safe_load((proj / "params.yaml").read_text())
+    # tiny data and budgets: this checks the wiring, not the models
     params["synthetic"].update({"days": 45, "rows_per_day": 600})
+    params["validation"]["min_rows_per_partition"] = 100
+    params["tune"].update({"n_trials": 3, "timeout_s": 60, "num_boost_round": 40})
+    params["train"]["keras"].update({"epochs": 2, "hidden_units": [32, 16]})
+    params["train"]["keras"]["distillation"]["compare"] = False
+    params["train"]["xgboost"]["num_boost_round"] = 60
+    params["gate"].update({"require_behavioural": False, "baseline_margin": 0.0})  # tiny models: let one through
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
@@ -60,6 +67,13 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(stages), "every stage ran and was recorded in dvc.lock"
+    registered = yaml.safe_load((project / "reports" / "registry" / "register.json").read_text())
+    predicted = yaml.safe_load((project / "reports" / "predict" / "summary.json").read_text())
+    if registered["promoted_to"] == "champion":
+        assert predicted["rows"] > 0
+    else:  # the first model failed its gate: predict says so and scores nothing
+        assert predicted["skipped"] and "no champion" in predicted["reason"]
+    assert (project / "reports" / "index.html").exists()
     manifest = yaml.safe_load((project / "reports" / "etl" / "manifest.json").read_text())
     t = manifest["totals"]
     assert t["rows_read"] == 45 * 600 == t["rows_loaded"] + t["rows_quarantined"]

@@ -1,0 +1,194 @@
+"""`loopline init` inference on small in-memory frames: types, sizes, and every kind of leakage warning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.config import parse_params
+from pipelines.init_profile import (
+    detect_time_format,
+    infer_profile,
+    numeric_range,
+    read_sample,
+    render_profile,
+)
+
+
+def _frame(n: int = 3000, seed: int = 3) -> pd.DataFrame:
+    """Every value as text, as read_sample returns it; one planted problem per kind of warning."""
+    rng = np.random.default_rng(seed)
+    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 40 * 86400, n)), unit="s")
+    y = rng.random(n) < 0.2
+    amount = np.round(rng.lognormal(3, 1, n) * (1 + y), 2).astype(object)
+    amount[rng.random(n) < 0.1] = None
+    later = t + pd.to_timedelta(rng.integers(1, 30, n), unit="D")
+    df = pd.DataFrame(
+        {
+            "txn_id": [f"t{i}" for i in range(n)],
+            "account_id": [f"a{k}" for k in rng.integers(0, 200, n)],
+            "created": t.strftime("%Y-%m-%d %H:%M:%S"),
+            "shop": rng.choice(["web", "app", "store"], n),
+            "sku": [f"s{k}" for k in rng.integers(0, 120, n)],
+            "amount": amount,
+            "items": rng.integers(1, 6, n).astype(str),
+            "leak_score": np.where(y, 0.9, 0.1) + rng.normal(0, 0.01, n),  # a label in disguise
+            "case_state": np.where(y, "opened", "none"),  # constant within each label
+            "closed_at": later.strftime("%Y-%m-%d %H:%M:%S"),  # recorded after the event
+            "payment_status": rng.choice(["a", "b"], n),  # suspicious name, no signal: a suggestion
+            "fraud": np.where(y, "1", "0"),
+        }
+    )
+    return df.astype(object).where(df.notna(), None).map(lambda v: None if v is None else str(v))
+
+
+@pytest.fixture(scope="module")
+def proposal():
+    return infer_profile(_frame(), label="fraud", time="created", name="shop", landing="/data/shop")
+
+
+def test_profile_validates_and_maps_the_core_columns(proposal) -> None:
+    p = parse_params(proposal.params)
+    g = p.source.generic
+    assert p.source.kind == "generic" and p.source.landing == "/data/shop"
+    assert (g.time_column, g.label_column, g.positive_value, g.negative_values) == (
+        "created",
+        "fraud",
+        "1",
+        ["0"],
+    )
+    assert g.time_format is None  # ISO 8601
+    assert g.event_id == "txn_id"
+    assert p.schema.entity_key == "account_id"
+
+
+def test_types_ranges_and_nullability(proposal) -> None:
+    schema = parse_params(proposal.params).schema
+    amount, items, shop, sku = (schema.column(c) for c in ("amount", "items", "shop", "sku"))
+    assert (amount.type, amount.nullable, amount.min) == ("float", True, 0.0)
+    assert amount.max > float(pd.to_numeric(_frame()["amount"]).max())  # headroom above the observed max
+    assert (items.type, items.nullable) == ("int", False)
+    assert shop.type == "category" and shop.allowed == ["app", "store", "web"] and not shop.high_cardinality
+    assert sku.high_cardinality and sku.allowed is None
+    assert parse_params(proposal.params).features.hash_buckets >= 64  # sized to sku's 120 values
+
+
+@pytest.mark.parametrize(
+    ("column", "kind"),
+    [("leak_score", "predicts_label"), ("case_state", "constant_within_label"), ("closed_at", "after_event")],
+)
+def test_strong_leakage_is_dropped_with_its_reason(proposal, column: str, kind: str) -> None:
+    p = parse_params(proposal.params)
+    assert column in p.source.generic.drop
+    assert column not in [c.name for c in p.schema.columns]
+    assert any(w.column == column and w.kind == kind and w.strong for w in proposal.warnings)
+
+
+def test_a_suspicious_name_alone_is_only_a_suggestion(proposal) -> None:
+    p = parse_params(proposal.params)
+    warn = [w for w in proposal.warnings if w.column == "payment_status"]
+    assert warn and not any(w.strong for w in warn)
+    assert "payment_status" not in p.source.generic.drop
+    assert "payment_status" in [c.name for c in p.schema.columns]
+
+
+def test_an_id_with_both_labels_at_the_same_time_is_flagged() -> None:
+    df = _frame(n=2000).drop(columns=["txn_id"])
+    # Each case recorded twice at the same time: once before its outcome (0), once after (1).
+    dup = df[df["fraud"] == "1"].copy()
+    dup["fraud"] = "0"
+    df = pd.concat([df, dup]).reset_index(drop=True)
+    df["case_id"] = [f"c{i}" for i in range(len(df) - len(dup))] + [f"c{i}" for i in dup.index]
+    prop = infer_profile(df, label="fraud", time="created", entity="account_id")
+    hit = [w for w in prop.warnings if w.column == "case_id"]
+    assert hit and hit[0].kind == "id_label_conflict" and hit[0].strong
+    assert "case_id" in prop.params["source"]["generic"]["drop"]
+
+
+def test_rendered_yaml_reads_back_with_warnings_as_comments(proposal) -> None:
+    text = render_profile(proposal, source_file="shop.csv")
+    assert parse_params(yaml.safe_load(text)) == parse_params(proposal.params)
+    assert "# LEAKAGE WARNINGS" in text
+    assert "- leak_score  # predicts_label" in text
+    assert "[suggestion] payment_status" in text
+
+
+def test_sampling_and_validation_are_sized_to_the_data(proposal) -> None:
+    p = parse_params(proposal.params)
+    assert p.sampling.test_days == p.sampling.valid_days == 6  # 15% of 40 days
+    assert p.sampling.label_maturity_days == 0
+    per_day = 3000 / 40
+    assert 1 <= p.validation.min_rows_per_partition < per_day < p.validation.max_rows_per_partition
+    assert p.evaluate.slices == ["shop", "payment_status"]  # low-cardinality categories
+    assert p.labeling.functions == ["logreg_model"]
+
+
+def test_time_format_detection_and_renames() -> None:
+    df = _frame(n=500)
+    df["created"] = pd.to_datetime(df["created"]).dt.strftime("%d/%m/%Y %H:%M")
+    df = df.rename(columns={"shop": "shop type"})
+    prop = infer_profile(df, label="fraud", time="created")
+    g = prop.params["source"]["generic"]
+    assert g["time_format"] == "%d/%m/%Y %H:%M"
+    assert g["rename"] == {"shop type": "shop_type"}
+    assert detect_time_format(pd.Series(["2024-01-02", "2024-01-03"])) == (None, 1.0)
+
+
+def test_numeric_range_headroom() -> None:
+    assert numeric_range(pd.Series([1.0, 9.0]), is_int=False) == (0.0, 18.0)
+    low, high = numeric_range(pd.Series([-5, 5]), is_int=True)
+    assert low < -5 and high > 5 and isinstance(low, int)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label": "nope", "time": "created"}, "--label 'nope': no such column"),
+        ({"label": "fraud", "time": "created", "positive": "yes"}, "--positive 'yes' never occurs"),
+        ({"label": "fraud", "time": "shop"}, "--time 'shop'"),
+    ],
+)
+def test_errors_name_the_argument(kwargs, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        infer_profile(_frame(n=300), **kwargs)
+
+
+def test_read_sample_reads_csv_gz_zip_and_parquet(tmp_path) -> None:
+    import zipfile
+
+    df = _frame(n=200)
+    df.to_csv(tmp_path / "a.csv.gz", index=False)
+    df.to_csv(tmp_path / "a.csv", index=False)
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.write(tmp_path / "a.csv", "a.csv")
+    df.to_parquet(tmp_path / "a.parquet")
+    for name in ("a.csv.gz", "a.zip", "a.parquet"):
+        got = read_sample(tmp_path / name, max_rows=150)
+        assert len(got) == 150 and list(got.columns) == list(df.columns), name
+        assert got["amount"].isna().sum() == df["amount"].head(150).isna().sum(), name
+
+
+@pytest.mark.parametrize("name", ["orders.csv", "orders.csv.gz", "orders.zip"])
+def test_the_generic_adapter_reads_what_init_proposed(tmp_path, name: str) -> None:
+    import zipfile
+
+    from pipelines.sources import adapter_for
+
+    df = _frame(n=300)
+    if name.endswith(".zip"):
+        df.to_csv(tmp_path / "inner.csv", index=False)
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            zf.write(tmp_path / "inner.csv", "orders.csv")
+    else:
+        df.to_csv(tmp_path / name, index=False)
+    prop = infer_profile(read_sample(tmp_path / name), label="fraud", time="created", pattern=f"*{name[6:]}")
+    params = parse_params(prop.params)
+    adapter = adapter_for(params)
+    files = adapter.list_files(str(tmp_path))
+    assert [f.rsplit("/", 1)[-1] for f in files] == [name]
+    batch = adapter.read(files[0])
+    assert batch.table.num_rows == 300 and not batch.malformed
+    assert "leak_score" not in batch.table.column_names
+    assert batch.table.column("label").to_pylist()[:5] == df["fraud"].head(5).tolist()

@@ -1,0 +1,64 @@
+"""Shipped profiles stay valid and in sync; a profile's workspace pipeline reads the user's landing folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import load_params
+from pipelines.profile_run import landing_for, workspace_dvc_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_synthetic_profile_equals_the_default_params() -> None:
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "profiles" / "synthetic.yaml").read_text())
+    assert profile == default, (
+        "profiles/synthetic.yaml drifted from params.yaml: cp params.yaml profiles/synthetic.yaml"
+    )
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_profile_validates(path: Path) -> None:
+    load_params(path)
+
+
+def test_hotel_profile_runs_from_the_shared_datasets_and_sets_every_stage() -> None:
+    raw = yaml.safe_load((ROOT / "profiles" / "hotel.yaml").read_text())
+    assert raw["source"]["landing"] == "../shared/datasets"
+    stages = {"sampling", "labeling", "features", "train", "tune", "evaluate", "gate", "validation"}
+    assert stages <= set(raw), f"sections left to the card-payment defaults: {sorted(stages - set(raw))}"
+    p = load_params(ROOT / "profiles" / "hotel.yaml")
+    declared = {c.name for c in p.schema.columns}
+    assert set(p.evaluate.slices) <= declared
+    assert p.labeling.functions == ["logreg_model"]  # the other LFs need card-payment columns
+
+
+def test_workspace_pipeline_replaces_generate_with_the_landing_folder() -> None:
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    out, diff = workspace_dvc_yaml(main, landing="/data/my files")
+    assert "generate" not in out["stages"] and "generate" in main["stages"]
+    etl = out["stages"]["etl"]
+    assert "/data/my files" in etl["deps"] and "data/landing" not in etl["deps"]
+    assert "--landing '/data/my files'" in etl["cmd"]
+    assert set(out["stages"]) == set(main["stages"]) - {"generate"}
+    assert "/data/my files" in diff
+    same, _ = workspace_dvc_yaml(main, landing=None)
+    assert same == main
+
+
+def test_landing_resolution(tmp_path: Path) -> None:
+    (tmp_path / "shared" / "datasets").mkdir(parents=True)
+    root = tmp_path / "project"
+    root.mkdir()
+    hotel = load_params(ROOT / "profiles" / "hotel.yaml")
+    assert landing_for(hotel, root=root) == str((tmp_path / "shared" / "datasets").resolve())
+    assert landing_for(load_params(ROOT / "params.yaml"), root=root) is None  # synthetic: generate fills it
+    generic = hotel.model_copy(update={"source": hotel.source.model_copy(update={"landing": None})})
+    with pytest.raises(ValueError, match=r"set source\.landing in the profile"):
+        landing_for(generic, root=root)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        landing_for(hotel, root=root, override="nowhere")

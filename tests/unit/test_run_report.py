@@ -1,0 +1,72 @@
+"""The run report: headline figures from the stages' metrics files, "not run" for what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.run_report import markdown_to_html, write_run_report
+from pipelines.summary import summarize
+
+
+def _write(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+
+
+def test_nothing_run_yet_gives_a_page_of_not_run(tmp_path: Path) -> None:
+    out = write_run_report(reports=tmp_path / "reports", registry=None, benchmarks=None,
+                           out=tmp_path / "reports" / "index.html")  # fmt: skip
+    page = out.read_text()
+    assert page.count("not run") >= 8
+    assert (tmp_path / "reports" / "model_card.html").exists()  # always written: a DVC output
+
+
+def test_headline_figures_links_card_and_benchmarks(tmp_path: Path) -> None:
+    r = tmp_path / "reports"
+    _write(r / "etl" / "manifest.json", {"totals": {"rows_read": 1200, "rows_loaded": 1190, "rows_quarantined": 10,
+           "files_processed": 2}, "partitions_written": ["2025-01-01"], "quarantined_by_reason": {"wrong_type:amount": 10}})  # fmt: skip
+    _write(
+        r / "validation" / "summary.json", {"partitions_validated": 3, "critical_failures": 0, "warnings": 2}
+    )
+    _write(r / "validation" / "data_docs" / "index.html", "<html></html>")
+    _write(r / "evaluation" / "report.html", "<html></html>")
+    _write(r / "evaluation" / "evaluation.json", {"primary": "xgboost"})
+    _write(r / "evaluation" / "metrics.json", {"rows": 500, "positives": 40, "slices_flagged": 0, "behavioural_passed": True,
+           "test": {"xgboost": {"pr_auc": 0.8123, "roc_auc": 0.9456, "ece": 0.01},
+                    "baseline_heuristic": {"pr_auc": 0.4321, "roc_auc": 0.8, "ece": 0.02}}})  # fmt: skip
+    _write(r / "registry" / "register.json", {"version": "v0001", "status": "champion", "passed": True,
+           "reasons": [], "champion_after": "v0001"})  # fmt: skip
+    _write(
+        r / "monitor" / "latest" / "decision.json",
+        {"drift": True, "retrain": True, "reasons": ["amount drifted"]},
+    )
+    _write(r / "monitor" / "latest" / "report.html", "<html></html>")
+    reg = tmp_path / "registry"
+    _write(
+        reg / "versions" / "v0001" / "model_card.md",
+        "# Model card v0001\n\n| metric | value |\n|---|---|\n| PR-AUC | 0.81 |\n",
+    )
+    bench = tmp_path / "bench"
+    _write(bench / "etl.json", {"benchmark": "etl", "at": "2026-01-01", "speedup": 2.5,
+                                "runs": [{"run": "a", "wall_s": 1.5}, {"run": "b", "wall_s": 0.7}]})  # fmt: skip
+    page = write_run_report(reports=r, registry=reg, benchmarks=bench, out=r / "index.html").read_text()
+    for text in ("1,190", "10 quarantined", "warnings", "0.8123", "0.9456", "baseline_heuristic", "0.4321",
+                 "champion", "retrain", 'href="validation/data_docs/index.html"', 'href="evaluation/report.html"',
+                 'href="monitor/latest/report.html"', 'href="model_card.html"', "<h1>Model card v0001</h1>",
+                 "<td>PR-AUC</td>", "speedup 2.500", "wall_s"):  # fmt: skip
+        assert text in page, text
+    assert "Labeling report: not run" in page
+    assert "<h1>Model card v0001</h1>" in (r / "model_card.html").read_text()
+
+
+def test_markdown_subset() -> None:
+    out = markdown_to_html("## Title\n\nsome **bold** `code`\n\n- one\n- two\n\n```\nx < 1\n```\n")
+    assert "<h2>Title</h2>" in out and "<b>bold</b>" in out and "<code>code</code>" in out
+    assert "<ul><li>one</li><li>two</li></ul>" in out and "<pre>x &lt; 1</pre>" in out
+
+
+def test_summary_prints_the_report_path(tmp_path: Path) -> None:
+    assert "Run report not written yet" in summarize(tmp_path)
+    write_run_report(reports=tmp_path, registry=None, benchmarks=None, out=tmp_path / "index.html")
+    assert f"Run report {tmp_path / 'index.html'}" in summarize(tmp_path)
