@@ -45,7 +45,15 @@ import pandas as pd
 from pipelines import storage
 from pipelines.config import Params
 
-__all__ = ["STRATEGIES", "Timeline", "load_timeline", "periods_of", "run_backtest", "summarize", "write_outputs"]
+__all__ = [
+    "STRATEGIES",
+    "Timeline",
+    "load_timeline",
+    "periods_of",
+    "run_backtest",
+    "summarize",
+    "write_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +125,16 @@ def load_timeline(lake: str, params: Params) -> Timeline:
     agg = params.features.aggregates
     agg_cols: dict[str, bool] = {}
     if agg.enabled:
-        a = entity_aggregates(frame, entity_key=schema.entity_key, windows=agg.windows, value_column=agg.value_column)
+        a = entity_aggregates(
+            frame, entity_key=schema.entity_key, windows=agg.windows, value_column=agg.value_column
+        )
         for c in a.columns[1:]:
             frame[c] = a[c].to_numpy()
         agg_cols = aggregate_columns(schema.entity_key, agg.windows, agg.value_column)
     lt = pd.to_datetime(frame["label_time"], utc=True)
-    lt_us = np.where(lt.notna(), epoch_us(lt.fillna(pd.Timestamp("2262-01-01", tz="UTC"))), np.iinfo(np.int64).max)
+    lt_us = np.where(
+        lt.notna(), epoch_us(lt.fillna(pd.Timestamp("2262-01-01", tz="UTC"))), np.iinfo(np.int64).max
+    )
     return Timeline(
         frame=frame,
         t_us=epoch_us(frame["event_time"]),
@@ -165,10 +177,10 @@ class _Ctx:
     """Everything a strategy needs: the timeline, params, and the fitting helpers."""
 
     def __init__(self, tl: Timeline, params: Params, *, maturity_days: int, holdout_days: int, train_days: int,
-                 monitored: Mapping[str, str]) -> None:  # fmt: skip
+                 monitored: Mapping[str, Any]) -> None:  # fmt: skip
         self.tl, self.params = tl, params
         self.maturity, self.holdout_days, self.train_days = maturity_days, holdout_days, train_days
-        self.monitored = dict(monitored)
+        self.monitored: dict[str, Any] = dict(monitored)
         self.xgb_params: dict[str, Any] | None = None
 
     # rows ---------------------------------------------------------------
@@ -204,7 +216,11 @@ class _Ctx:
         from pipelines.monitor import feature_importance
 
         h = self.known(self.idx(*holdout), cutoff)
-        p = np.asarray(booster.inplace_predict(self.matrix(spec, h)), dtype=np.float64) if len(h) else np.zeros(0)
+        p = (
+            np.asarray(booster.inplace_predict(self.matrix(spec, h)), dtype=np.float64)
+            if len(h)
+            else np.zeros(0)
+        )
         y = self.tl.label[h]
         offline = {}
         if len(np.unique(y)) == 2:
@@ -276,7 +292,9 @@ class _Ctx:
             old = self.known(self.idx(base.watermark - rc.replay_days * DAY, base.watermark), cutoff)
             k = min(len(old), round(rc.replay_fraction * len(new)))
             if k > 0:
-                rows = np.concatenate([np.sort(np.random.default_rng(seed).choice(old, size=k, replace=False)), new])
+                rows = np.concatenate(
+                    [np.sort(np.random.default_rng(seed).choice(old, size=k, replace=False)), new]
+                )
         x, y = self.matrix(base.spec, rows), self.tl.label[rows].astype(np.int64)
         assert self.xgb_params is not None
         booster = continue_xgboost(base.booster, x, y, None, params=self.xgb_params, rounds=rc.stateful_rounds,
@@ -312,11 +330,15 @@ def _retrain(ctx: _Ctx, run: Run, cutoff: dt.datetime, *, kind: str, seed: int) 
     c0 = time.process_time()
     if kind == "schedule":
         st = RetrainState(updates_since_refit=run.model.updates_since_refit)
-        mode, why = choose_mode(requested="auto", cfg=rc, state=st, n_trees=run.model.trees, has_champion=True)
+        mode, why = choose_mode(
+            requested="auto", cfg=rc, state=st, n_trees=run.model.trees, has_champion=True
+        )
     else:
         mode, why = kind, kind
     rec: dict[str, Any] = {"mode": mode, "why": why, "promoted": False, "gate": None, "error": None}
-    attempts = [mode] + (["stateless"] if kind == "schedule" and mode == "stateful" and rc.refit_on_gate_failure else [])
+    attempts = [mode] + (
+        ["stateless"] if kind == "schedule" and mode == "stateful" and rc.refit_on_gate_failure else []
+    )
     for m in attempts:
         try:
             cand = (ctx.fit_stateless(cutoff, base=run.model, seed=seed) if m == "stateless"
@@ -339,7 +361,9 @@ def _retrain(ctx: _Ctx, run: Run, cutoff: dt.datetime, *, kind: str, seed: int) 
 # --------------------------------------------------------------------------- the monitor, in process
 
 
-def _check(ctx: _Ctx, run: Run, window: tuple[dt.date, dt.date], scores: np.ndarray, *, seed: int) -> dict[str, Any]:
+def _check(
+    ctx: _Ctx, run: Run, window: tuple[dt.date, dt.date], scores: np.ndarray, *, seed: int
+) -> dict[str, Any]:
     """The policy's check of one period: figures + decision (pipelines/monitor.py), and its CPU."""
     from pipelines.monitor import MonitorState, Window, monitor_period, reference_window
 
@@ -354,7 +378,9 @@ def _check(ctx: _Ctx, run: Run, window: tuple[dt.date, dt.date], scores: np.ndar
     current = ctx.tl.frame.iloc[cur_idx][cols].copy()
     current["score"] = scores
     reference = ctx.tl.frame.iloc[ctx.idx(ref_w.start, ref_w.end + DAY)][cols]
-    perf_end = w.end - dt.timedelta(days=cfg.label_maturity_days if cfg.performance_window == "matured" else 0)
+    perf_end = w.end - dt.timedelta(
+        days=cfg.label_maturity_days if cfg.performance_window == "matured" else 0
+    )
     perf_start = max(perf_end - dt.timedelta(days=cfg.performance_days - 1), m.watermark.date())
     matured = None
     if perf_start <= perf_end:
@@ -403,10 +429,16 @@ def run_backtest(
     first = start or bt.start or (tl.first + dt.timedelta(days=bt.warmup_days))
     plist = periods_of(first, tl.last, kind)
     if not plist:
-        raise ValueError(f"no whole {kind} period between {first} and {tl.last}; move retrain.backtest.start earlier")
-    maturity = bt.label_maturity_days if bt.label_maturity_days is not None else params.sampling.label_maturity_days
+        raise ValueError(
+            f"no whole {kind} period between {first} and {tl.last}; move retrain.backtest.start earlier"
+        )
+    maturity = (
+        bt.label_maturity_days if bt.label_maturity_days is not None else params.sampling.label_maturity_days
+    )
     train_days = bt.train_days or params.sampling.train_days or 3650
-    monitored, _ = monitored_columns(params.schema, params.monitor, reference_kind=params.monitor.reference.kind)
+    monitored, _ = monitored_columns(
+        params.schema, params.monitor, reference_kind=params.monitor.reference.kind
+    )
     ctx = _Ctx(tl, params, maturity_days=maturity, holdout_days=bt.holdout_days, train_days=train_days,
                monitored=monitored)  # fmt: skip
     cutoff0 = dt.datetime.combine(first, dt.time(), dt.UTC)
@@ -414,8 +446,9 @@ def run_backtest(
     initial = ctx.fit_stateless(cutoff0, base=None, seed=params.seed)
     initial_cpu = time.process_time() - c0
     runs = {name: Run(name, replace(initial)) for name in strategies}
-    from pipelines import metrics as M
     from tqdm import tqdm
+
+    from pipelines import metrics as M
 
     rows: list[dict[str, Any]] = []
     for k, (s, e) in enumerate(tqdm(plist, desc="backtest", unit="period", disable=not progress)):
@@ -459,25 +492,39 @@ def run_backtest(
     summary = summarize(rows, strategies=strategies, plist=plist, onset=onset)
     return {
         "settings": {
-            "periods": kind, "first_period": plist[0][0].isoformat(), "last_period": plist[-1][1].isoformat(),
-            "n_periods": len(plist), "label_maturity_days": maturity, "holdout_days": bt.holdout_days,
-            "train_days": train_days, "gate": bt.gate, "gate_metric": params.gate.metric,
-            "strategies": strategies, "retrain": params.retrain.model_dump(mode="json", exclude={"backtest"}),
+            "periods": kind,
+            "first_period": plist[0][0].isoformat(),
+            "last_period": plist[-1][1].isoformat(),
+            "n_periods": len(plist),
+            "label_maturity_days": maturity,
+            "holdout_days": bt.holdout_days,
+            "train_days": train_days,
+            "gate": bt.gate,
+            "gate_metric": params.gate.metric,
+            "strategies": strategies,
+            "retrain": params.retrain.model_dump(mode="json", exclude={"backtest"}),
             "policy": params.monitor.policy.model_dump(mode="json"),
             "monitor_reference": params.monitor.reference.model_dump(mode="json"),
-            "rows": len(tl.frame), "lake": {"first": tl.first.isoformat(), "last": tl.last.isoformat()},
-            "initial_model": {"trees": initial.trees, "cpu_seconds": round(initial_cpu, 3),
-                              "train_window_end": initial.watermark.isoformat()},
+            "rows": len(tl.frame),
+            "lake": {"first": tl.first.isoformat(), "last": tl.last.isoformat()},
+            "initial_model": {
+                "trees": initial.trees,
+                "cpu_seconds": round(initial_cpu, 3),
+                "train_window_end": initial.watermark.isoformat(),
+            },
             "drift_onset": onset.isoformat() if onset else None,
             "xgboost_only": True,
-        },  # fmt: skip
+        },
         "rows": rows,
         "summary": summary,
     }
 
 
 def summarize(
-    rows: Sequence[Mapping[str, Any]], *, strategies: Sequence[str], plist: Sequence[tuple[dt.date, dt.date]],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    strategies: Sequence[str],
+    plist: Sequence[tuple[dt.date, dt.date]],
     onset: dt.date | None = None,
 ) -> dict[str, Any]:
     """Per strategy: mean ROC-AUC/PR-AUC over periods, CPU (training, checks), retrain counts; the

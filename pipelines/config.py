@@ -574,7 +574,7 @@ class MonitorPolicyConfig(_Model):
     min_label_coverage: float = Field(default=0.9, gt=0, le=1)  # share of the window's labels matured
     prediction_drift: bool = True  # a drifted score distribution triggers a retrain
     importance_threshold: float = Field(default=0.1, ge=0, le=1)  # importance share of drifted features
-    cooldown_periods: int = Field(default=3, ge=0)  # no new decision within this many periods of the last
+    cooldown_periods: int = Field(default=2, ge=0)  # no new decision within this many periods of the last
 
 
 class MonitorConfig(_Model):
@@ -633,6 +633,10 @@ class PredictConfig(_Model):
     extra_columns: list[str] = Field(default_factory=list)  # kept on every prediction row (e.g. slices)
 
 
+BacktestStrategy = Literal["never", "stateless", "stateful", "stateful_refit", "policy"]
+_BACKTEST_STRATEGIES: tuple[BacktestStrategy, ...] = ("never", "stateless", "stateful", "stateful_refit", "policy")
+
+
 class BacktestConfig(_Model):
     """The backtest (pipelines/backtest.py): a timeline replayed period by period, strategies side by side."""
 
@@ -642,8 +646,8 @@ class BacktestConfig(_Model):
     train_days: int | None = Field(default=None, gt=0, le=36600)  # stateless window; None: sampling.train_days
     holdout_days: int = Field(default=7, ge=1, le=366)  # newest matured days: early stopping + the gate
     label_maturity_days: int | None = Field(default=None, ge=0, le=3660)  # None: sampling.label_maturity_days
-    strategies: list[Literal["never", "stateless", "stateful", "stateful_refit", "policy"]] = Field(
-        default_factory=lambda: ["never", "stateless", "stateful", "stateful_refit", "policy"], min_length=1
+    strategies: list[BacktestStrategy] = Field(
+        default_factory=lambda: list(_BACKTEST_STRATEGIES), min_length=1
     )
     gate: bool = True  # a candidate replaces the model only if it beats it on the holdout (gate.metric)
     max_train_rows: int | None = Field(default=None, gt=0)  # stateless fits: reservoir-sample the window

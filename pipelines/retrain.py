@@ -73,6 +73,10 @@ class RetrainError(RuntimeError):
     """The retrain cannot produce a candidate (empty window, one class, no model); the watermark stays."""
 
 
+class NotEnoughNewData(RuntimeError):
+    """Too few matured labels since the watermark: nothing to learn from yet (not a failure)."""
+
+
 # --------------------------------------------------------------------------- state and mode (pure)
 
 
@@ -102,7 +106,9 @@ class RetrainState:
             tuple(d.get("history", ())),
         )
 
-    def advanced(self, *, champion: str, watermark: dt.datetime, mode: str, entry: Mapping[str, Any]) -> RetrainState:
+    def advanced(
+        self, *, champion: str, watermark: dt.datetime, mode: str, entry: Mapping[str, Any]
+    ) -> RetrainState:
         """The state after a successful retrain (the candidate is the new champion)."""
         since = 0 if mode == "stateless" else self.updates_since_refit + 1
         hist = (*self.history, dict(entry))[-HISTORY_KEEP:]
@@ -177,11 +183,17 @@ def continue_xgboost(
     import xgboost as xgb
 
     if method not in ("add_trees", "refresh_leaf", "refresh_and_add"):
-        raise ValueError(f"retrain.xgboost_method {method!r}: expected add_trees, refresh_leaf or refresh_and_add")
+        raise ValueError(
+            f"retrain.xgboost_method {method!r}: expected add_trees, refresh_leaf or refresh_and_add"
+        )
     if len(y) == 0:
         raise RetrainError("no labelled rows to continue training on")
     n = booster.num_boosted_rounds()
-    base = booster[: best_iteration + 1] if best_iteration is not None and best_iteration + 1 < n else booster.copy()
+    base = (
+        booster[: best_iteration + 1]
+        if best_iteration is not None and best_iteration + 1 < n
+        else booster.copy()
+    )
     dtrain = xgb.DMatrix(x, label=y, weight=w, feature_names=list(feature_names))
     p = {k: v for k, v in params.items() if k not in ("process_type", "updater", "refresh_leaf")}
     if method in ("refresh_leaf", "refresh_and_add"):
@@ -247,7 +259,9 @@ def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _with_meta(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     out = frame.copy()
-    out["label_source"] = np.where(out["label"].notna(), "natural", None)
+    out["label_source"] = pd.Series("natural", index=out.index, dtype=object).where(
+        out["label"].notna(), None
+    )
     out["label_weight"] = 1.0
     out["sample_weight"] = 1.0
     out["split"] = split
@@ -263,7 +277,9 @@ def _agg_cfg(params: Params, spec: Mapping[str, Any] | None) -> Any:
     a = spec.get("aggregates") or {}
     if not a.get("columns"):
         return params.features.model_copy(update={"aggregates": FeatureAggregatesConfig(enabled=False)})
-    agg = FeatureAggregatesConfig(enabled=True, windows=list(a["windows"]), value_column=a.get("value_column"))
+    agg = FeatureAggregatesConfig(
+        enabled=True, windows=list(a["windows"]), value_column=a.get("value_column")
+    )
     return params.features.model_copy(update={"aggregates": agg})
 
 
@@ -276,7 +292,9 @@ def _history_start(params: Params, spec: Mapping[str, Any] | None, start: dt.dat
     return start - dt.timedelta(seconds=max(parse_window(w) for w in cfg.windows))
 
 
-def _features_table(frame: pd.DataFrame, matrix: np.ndarray, spec: Mapping[str, Any], schema: SchemaConfig) -> Any:
+def _features_table(
+    frame: pd.DataFrame, matrix: np.ndarray, spec: Mapping[str, Any], schema: SchemaConfig
+) -> Any:
     import pyarrow as pa
 
     from pipelines import featurespec as fs
@@ -285,7 +303,8 @@ def _features_table(frame: pd.DataFrame, matrix: np.ndarray, spec: Mapping[str, 
     inputs = [c for c in fs.input_columns(spec) if c != "event_time"]
     keep = [c for c in dict.fromkeys((*META_COLUMNS, schema.entity_key, *inputs)) if c in frame.columns]
     table = pd.concat(
-        [frame[keep].reset_index(drop=True), pd.DataFrame(matrix, columns=list(spec["feature_names"]))], axis=1
+        [frame[keep].reset_index(drop=True), pd.DataFrame(matrix, columns=list(spec["feature_names"]))],
+        axis=1,
     )
     return pa.Table.from_pandas(table, preserve_index=False)
 
@@ -345,12 +364,12 @@ def run_retrain(
         doc = storage.read_json(decision) if storage.exists(decision) else None
         if doc is None or not doc.get("retrain"):
             why = f"{decision}: " + ("absent (no monitor run yet)" if doc is None else "retrain = false")
-            result = _skip_report(why + "; nothing to do (--mode stateful|stateless forces a run)", doc)
-            storage.write_json(report_loc, result)
+            skipped = _skip_report(why + "; nothing to do (--mode stateful|stateless forces a run)", doc)
+            storage.write_json(report_loc, skipped)
             for folder in (out, features_out):  # the stage's declared outputs exist in every case
-                storage.write_json(storage.join(folder, "retrain.json"), result)
-            log.info("retrain skipped: %s", result["reason"])
-            return result
+                storage.write_json(storage.join(folder, "retrain.json"), skipped)
+            log.info("retrain skipped: %s", skipped["reason"])
+            return skipped
     from pipelines.registry import Registry
 
     reg = Registry(registry)
@@ -373,7 +392,8 @@ def run_retrain(
     result: dict[str, Any] | None = None
     for attempt_mode, attempt_why in ((chosen, why), ("stateless", "the stateful candidate failed the gate")):
         if attempts and not (
-            attempts[-1]["mode"] == "stateful" and attempts[-1].get("status") in ("rejected", "challenger")
+            attempts[-1]["mode"] == "stateful"
+            and attempts[-1].get("status") in ("rejected", "challenger")
             and cfg.refit_on_gate_failure
         ):
             break
@@ -382,16 +402,24 @@ def run_retrain(
                               reports=reports, params=params, mode=attempt_mode, why=attempt_why,
                               champion=champion, state=state, as_of=as_of, created_at=created_at, git=git,
                               best_params=best_params)  # fmt: skip
+        except NotEnoughNewData as err:
+            result = {"mode": attempt_mode, "why": attempt_why, "status": "waiting", "error": str(err)}
+            log.warning("retrain (%s) is waiting for data: %s; the watermark stays at %s", attempt_mode, err,
+                        state.watermark)
         except RetrainError as err:
             result = {"mode": attempt_mode, "why": attempt_why, "status": "failed", "error": str(err)}
-            log.error("retrain (%s) failed: %s; the watermark stays at %s", attempt_mode, err, state.watermark)
+            log.error(
+                "retrain (%s) failed: %s; the watermark stays at %s", attempt_mode, err, state.watermark
+            )
         attempts.append(result)
-        if result.get("status") == "failed":
+        if result.get("status") in ("failed", "waiting"):
             break
     assert result is not None
     final = dict(result)
     final["ran"] = True
-    final["attempts"] = [{k: a.get(k) for k in ("mode", "why", "status", "version", "error")} for a in attempts]
+    final["attempts"] = [
+        {k: a.get(k) for k in ("mode", "why", "status", "version", "error")} for a in attempts
+    ]
     final["watermark_before"] = state.watermark
     if result.get("status") == "champion":
         wm = dt.datetime.fromisoformat(result["train_window"]["end"])
@@ -413,7 +441,9 @@ def run_retrain(
     return final
 
 
-def _quantize(*, params: Params, features_out: str, out: str, reports: str, registry: str, version: str) -> Any:
+def _quantize(
+    *, params: Params, features_out: str, out: str, reports: str, registry: str, version: str
+) -> Any:
     """TFLite variants of the promoted candidate's Keras model, attached to its registry version."""
     from pipelines.models import KERAS_FILE
 
@@ -465,7 +495,9 @@ def _attempt(
         raise RetrainError(f"{lake}: no partitions; run `loopline etl` first")
     scfg = params.sampling.model_copy(update={"as_of": as_of or params.sampling.as_of})
     try:
-        windows = compute_windows(scfg, oldest=dt.date.fromisoformat(dates[0]), newest=dt.date.fromisoformat(dates[-1]))
+        windows = compute_windows(
+            scfg, oldest=dt.date.fromisoformat(dates[0]), newest=dt.date.fromisoformat(dates[-1])
+        )
     except ValueError as err:
         raise RetrainError(str(err)) from None
     cutoff = windows.cutoff
@@ -479,7 +511,7 @@ def _attempt(
             raise RetrainError(f"champion {champion} records no train window; run a refit (--mode stateless)")
         new_start = max(dt.datetime.fromisoformat(state.watermark), train_start)
         if new_start >= train_end:
-            raise RetrainError(
+            raise NotEnoughNewData(
                 f"no new data: the watermark {state.watermark} is at or after the train window's end "
                 f"{train_end.isoformat()} (cutoff {cutoff.isoformat()}); wait for more matured labels"
             )
@@ -499,7 +531,7 @@ def _attempt(
     n_new = len(splits["train"])
     y_new = splits["train"]["label"]
     if n_new < cfg.min_new_rows or y_new.nunique() < 2:
-        raise RetrainError(
+        raise NotEnoughNewData(
             f"{n_new} labelled row(s) in {new_start.isoformat()}..{train_end.isoformat()} with classes "
             f"{sorted(y_new.unique().tolist())}: need >= retrain.min_new_rows = {cfg.min_new_rows} of both "
             "classes; load more days or wait for labels to mature"
@@ -516,7 +548,9 @@ def _attempt(
     else:
         assert kept_spec is not None
         spec = kept_spec
-        frames, _ = _attach_aggregates(splits, events, entity_key=schema.entity_key, cfg=_agg_cfg(params, spec))
+        frames, _ = _attach_aggregates(
+            splits, events, entity_key=schema.entity_key, cfg=_agg_cfg(params, spec)
+        )
         matrices = {k: transform_columns(spec, f) for k, f in frames.items()}
     _clear(features_out)
     for name, frame in frames.items():
@@ -554,7 +588,9 @@ def _attempt(
         meta = reg.read_json(champion, "xgboost.json") or {}
         xgb_params = dict(meta.get("params") or {})
         if not xgb_params:
-            raise RetrainError(f"champion {champion}: xgboost.json records no params; refit (--mode stateless)")
+            raise RetrainError(
+                f"champion {champion}: xgboost.json records no params; refit (--mode stateless)"
+            )
         booster = continue_xgboost(xs.booster, x, y, w, params=xgb_params, rounds=cfg.stateful_rounds,
                                    method=cfg.xgboost_method, feature_names=spec["feature_names"],
                                    best_iteration=xs.best_iteration)  # fmt: skip
@@ -563,7 +599,9 @@ def _attempt(
                     "continuation": {"method": cfg.xgboost_method, "rounds": cfg.stateful_rounds,
                                      "trees_before": xs.best_iteration + 1, "rows": len(y)}}  # fmt: skip
         columns_h = params.train.baselines.heuristic_columns or heuristic_candidates(spec, schema, tr)
-        base_doc = fit_baselines(tr, y, w, columns=columns_h, seed=params.seed, bins=params.train.baselines.bins)
+        base_doc = fit_baselines(
+            tr, y, w, columns=columns_h, seed=params.seed, bins=params.train.baselines.bins
+        )
         keras_model, keras_meta = None, {}
         if cfg.keras and "keras" in champ_scorers:
             cw, _ = imbalance_weights(y, cfg=params.train.imbalance)
@@ -573,7 +611,11 @@ def _attempt(
                 feature_matrix(va, spec), labels(va), learning_rate=kc.learning_rate * cfg.keras_lr_factor,
                 epochs=cfg.keras_epochs, batch_size=kc.batch_size, patience=kc.patience, seed=params.seed,
             )  # fmt: skip
-            keras_meta = {**(reg.read_json(champion, "keras.json") or {}), "finetune": ft, "parent_version": champion}
+            keras_meta = {
+                **(reg.read_json(champion, "keras.json") or {}),
+                "finetune": ft,
+                "parent_version": champion,
+            }
         metrics = {"retrain": info, "cpu_seconds_fit": round(time.process_time() - c0, 3)}
         _write_candidate(out, spec=spec, booster=booster, xgb_meta=xgb_meta, keras_model=keras_model,
                          keras_meta=keras_meta, baselines=base_doc, metrics=metrics)  # fmt: skip

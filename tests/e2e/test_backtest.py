@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,7 +29,9 @@ def result(tmp_path_factory, params):
     generate_landing(syn, out=str(base / "landing"), seed=p.seed, progress=False)
     run_etl(landing=str(base / "landing"), lake=str(base / "lake"), quarantine=str(base / "q"), params=p,
             progress=False)  # fmt: skip
-    xgb = p.train.xgboost.model_copy(update={"num_boost_round": 80, "early_stopping_rounds": 10, "nthread": 2})
+    xgb = p.train.xgboost.model_copy(
+        update={"num_boost_round": 80, "early_stopping_rounds": 10, "nthread": 2}
+    )
     bt = p.retrain.backtest.model_copy(
         update={"warmup_days": 21, "holdout_days": 3, "label_maturity_days": 5, "train_days": 14}
     )
@@ -62,9 +65,9 @@ def test_every_strategy_scores_every_period_and_costs_are_recorded(result) -> No
     assert s["stateless"]["retrains"] == n and s["never"]["retrains"] == 0
     assert s["stateful"]["final_trees"] > s["never"]["final_trees"]  # continuation adds trees
     assert s["policy"]["cpu"] < s["stateless"]["cpu"]
-    assert json.loads(open(files["json"]).read())["summary"] == json.loads(json.dumps(r["summary"]))
+    assert json.loads(Path(files["json"]).read_text())["summary"] == json.loads(json.dumps(r["summary"]))
     assert len(pd.read_csv(files["csv"])) == 5 * n
-    assert open(files["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(files["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow

@@ -21,17 +21,29 @@ def _params(params, **retrain):
     return params.model_copy(
         update={
             "sampling": params.sampling.model_copy(
-                update={"label_maturity_days": 2, "test_days": 3, "valid_days": 3, "gap_days": 0, "train_days": None}
+                update={
+                    "label_maturity_days": 2,
+                    "test_days": 3,
+                    "valid_days": 3,
+                    "gap_days": 0,
+                    "train_days": None,
+                }
             ),
             "train": params.train.model_copy(
-                update={"xgboost": params.train.xgboost.model_copy(update={"num_boost_round": 40, "nthread": 2})}
+                update={
+                    "xgboost": params.train.xgboost.model_copy(update={"num_boost_round": 40, "nthread": 2})
+                }
             ),
             "evaluate": params.evaluate.model_copy(
                 update={"behavioural": BehaviouralConfig(models=["xgboost"], max_rows=500)}
             ),
             "gate": params.gate.model_copy(
-                update={"champion_margin": -1.0, "baseline_margin": -1.0, "slice_margin": 1.0,
-                        "require_behavioural": False}
+                update={
+                    "champion_margin": -1.0,
+                    "baseline_margin": -1.0,
+                    "slice_margin": 1.0,
+                    "require_behavioural": False,
+                }
             ),
             "retrain": params.retrain.model_copy(
                 update={"keras": False, "quantize": False, "stateful_rounds": 5, **retrain}
@@ -94,7 +106,10 @@ def test_choose_mode_follows_the_schedule(params) -> None:
     mode, why = choose_mode(state=RetrainState(updates_since_refit=0), n_trees=100, **kw)
     assert mode == "stateless" and "max_trees" in why
     assert choose_mode(state=RetrainState(), n_trees=None, **kw)[0] == "stateless"
-    assert choose_mode(state=RetrainState(), n_trees=5, requested="auto", cfg=cfg, has_champion=False)[0] == "stateless"
+    assert (
+        choose_mode(state=RetrainState(), n_trees=5, requested="auto", cfg=cfg, has_champion=False)[0]
+        == "stateless"
+    )
     with pytest.raises(ValueError, match="--mode"):
         choose_mode(state=RetrainState(), n_trees=5, requested="warm", cfg=cfg, has_champion=True)
 
@@ -115,7 +130,10 @@ def test_stateful_update_keeps_the_spec_and_records_its_parent(lake, bootstrappe
     assert reg.lineage(child)["feature_spec_digest"] == reg.lineage(parent)["feature_spec_digest"]
     trees_parent = reg.read_json(parent, "xgboost.json")["best_iteration"] + 1
     meta = reg.read_json(child, "xgboost.json")
-    assert meta["num_boosted_rounds"] == trees_parent + 5 and meta["continuation"]["trees_before"] == trees_parent
+    assert (
+        meta["num_boosted_rounds"] == trees_parent + 5
+        and meta["continuation"]["trees_before"] == trees_parent
+    )
     # trained on the rows since the watermark: the new window starts where the parent's train window ended
     assert r["rows"]["new"] > 0 and r["rows"]["replayed"] > 0
     after = _state(reg_dir)
@@ -126,15 +144,17 @@ def test_stateful_update_keeps_the_spec_and_records_its_parent(lake, bootstrappe
 
 
 @pytest.mark.slow
-def test_watermark_stays_on_an_empty_window_and_on_a_gate_refusal(lake, bootstrapped, tmp_path, params) -> None:
+def test_watermark_stays_on_an_empty_window_and_on_a_gate_refusal(
+    lake, bootstrapped, tmp_path, params
+) -> None:
     from pipelines.registry import Registry
 
     reg_dir = _copy(bootstrapped[0], tmp_path)
     state = (reg_dir / "retrain_state.json").read_bytes()
     champion = Registry(str(reg_dir)).alias("champion")
-    # the same cutoff as the champion's: nothing new since the watermark -> a real failure
+    # the same cutoff as the champion's: nothing new since the watermark -> waiting, not a candidate
     r = _run(lake, reg_dir, tmp_path, _params(params), as_of=D(2025, 1, 16), mode="stateful")
-    assert r["status"] == "failed" and "no new data" in r["error"]
+    assert r["status"] == "waiting" and "no new data" in r["error"]
     assert (reg_dir / "retrain_state.json").read_bytes() == state
     # a gate no candidate can pass (and no refit fallback): rejected, the watermark and the champion stay
     strict = _params(params, refit_on_gate_failure=False)
@@ -159,7 +179,10 @@ def test_the_refit_schedule_runs_a_stateless_refit(lake, bootstrapped, tmp_path,
     assert second["status"] == "champion" and second["parent_version"] is None
     reg = Registry(str(reg_dir))
     # a refit fits a new spec on its own (longer) train window
-    assert reg.lineage(second["version"])["feature_spec_digest"] != reg.lineage(first["version"])["feature_spec_digest"]
+    assert (
+        reg.lineage(second["version"])["feature_spec_digest"]
+        != reg.lineage(first["version"])["feature_spec_digest"]
+    )
     assert _state(reg_dir)["updates_since_refit"] == 0
 
 
