@@ -19,7 +19,9 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def timed(fn: Callable[[], Any], *, repeat: int = 1, setup: Callable[[], Any] | None = None) -> dict[str, float]:
+def timed(
+    fn: Callable[[], Any], *, repeat: int = 1, setup: Callable[[], Any] | None = None
+) -> dict[str, float]:
     """Wall and CPU seconds of ``fn`` over ``repeat`` runs (``setup`` runs untimed before each)."""
     walls, cpus = [], []
     for _ in range(repeat):
@@ -29,8 +31,12 @@ def timed(fn: Callable[[], Any], *, repeat: int = 1, setup: Callable[[], Any] | 
         fn()
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
-    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus), "runs": repeat,
-            "wall_all_s": [round(w, 4) for w in walls]}
+    return {
+        "wall_s": statistics.median(walls),
+        "cpu_s": statistics.median(cpus),
+        "runs": repeat,
+        "wall_all_s": [round(w, 4) for w in walls],
+    }
 
 
 def peak_rss_mb() -> float:
@@ -40,8 +46,12 @@ def peak_rss_mb() -> float:
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "machine": machine(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               **payload}
+    payload = {
+        "benchmark": name,
+        "machine": machine(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **payload,
+    }
     out.write_text(json.dumps(payload, indent=2) + "\n")
     return out
 

@@ -23,10 +23,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import table, timed, write_result  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
-from pipelines.etl import LEDGER_DIR, run_etl  # noqa: E402
-from pipelines.generate import generate_landing  # noqa: E402
+from benchmarks._common import table, timed, write_result
+from pipelines.config import load_params
+from pipelines.etl import LEDGER_DIR, run_etl
+from pipelines.generate import generate_landing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def incremental(work: Path, params, *, history_days: int, rows_per_day: int, repeat: int) -> dict:
     """Time the ETL of one new day on top of ``history_days`` already in the lake."""
     base = work / f"hist{history_days}"
-    cfg = params.synthetic.model_copy(update={"days": history_days + 1, "rows_per_day": rows_per_day,
-                                              "start_date": dt.date(2024, 1, 1)})
+    cfg = params.synthetic.model_copy(
+        update={"days": history_days + 1, "rows_per_day": rows_per_day, "start_date": dt.date(2024, 1, 1)}
+    )
     cfg = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"enabled": False})})
     landing, lake, quarantine = base / "landing", base / "lake", base / "q"
     generate_landing(cfg, out=str(landing), seed=params.seed, progress=False)
@@ -51,7 +52,9 @@ def incremental(work: Path, params, *, history_days: int, rows_per_day: int, rep
         shutil.copy(parked, new_file)
 
     def run() -> None:
-        m = run_etl(landing=str(landing), lake=str(lake), quarantine=str(quarantine), params=params, progress=False)
+        m = run_etl(
+            landing=str(landing), lake=str(lake), quarantine=str(quarantine), params=params, progress=False
+        )
         assert m["totals"]["files_processed"] == 1, m["totals"]
 
     return timed(run, repeat=repeat, setup=setup)
@@ -74,8 +77,13 @@ def throughput(work: Path, params, *, days: int, rows_per_day: int, repeat: int)
     def ours() -> None:
         shutil.rmtree(base / "lake", ignore_errors=True)
         shutil.rmtree(base / "q", ignore_errors=True)
-        m = run_etl(landing=str(base / "landing"), lake=str(base / "lake"), quarantine=str(base / "q"),
-                    params=params, progress=False)
+        m = run_etl(
+            landing=str(base / "landing"),
+            lake=str(base / "lake"),
+            quarantine=str(base / "q"),
+            params=params,
+            progress=False,
+        )
         assert m["totals"]["rows_loaded"] == rows
 
     # interleave so both see the same machine load
@@ -85,8 +93,15 @@ def throughput(work: Path, params, *, days: int, rows_per_day: int, repeat: int)
         o_runs.append(timed(ours))
     fw = sorted(r["wall_s"] for r in f_runs)[len(f_runs) // 2]
     ow = sorted(r["wall_s"] for r in o_runs)[len(o_runs) // 2]
-    return {"rows": rows, "landing_mb": round(mb, 1), "floor_wall_s": round(fw, 3), "etl_wall_s": round(ow, 3),
-            "floor_rows_per_s": round(rows / fw), "etl_rows_per_s": round(rows / ow), "ratio": round(ow / fw, 2)}
+    return {
+        "rows": rows,
+        "landing_mb": round(mb, 1),
+        "floor_wall_s": round(fw, 3),
+        "etl_wall_s": round(ow, 3),
+        "floor_rows_per_s": round(rows / fw),
+        "etl_rows_per_s": round(rows / ow),
+        "ratio": round(ow / fw, 2),
+    }
 
 
 def main() -> None:
@@ -102,25 +117,60 @@ def main() -> None:
         work = Path(tmp)
         short = incremental(work, params, history_days=7, rows_per_day=rows_per_day, repeat=5)
         long = incremental(work, params, history_days=long_hist, rows_per_day=rows_per_day, repeat=5)
-        tp = throughput(work, params, days=5 if args.quick else 10, rows_per_day=20_000 if args.quick else 100_000,
-                        repeat=3)
+        tp = throughput(
+            work,
+            params,
+            days=5 if args.quick else 10,
+            rows_per_day=20_000 if args.quick else 100_000,
+            repeat=3,
+        )
     ratio = long["wall_s"] / short["wall_s"]
     rows = [
-        {"case": "one new day on 7 days", "rows/day": rows_per_day, "wall_s": round(short["wall_s"], 3),
-         "cpu_s": round(short["cpu_s"], 3)},
-        {"case": f"one new day on {long_hist} days", "rows/day": rows_per_day, "wall_s": round(long["wall_s"], 3),
-         "cpu_s": round(long["cpu_s"], 3)},
+        {
+            "case": "one new day on 7 days",
+            "rows/day": rows_per_day,
+            "wall_s": round(short["wall_s"], 3),
+            "cpu_s": round(short["cpu_s"], 3),
+        },
+        {
+            "case": f"one new day on {long_hist} days",
+            "rows/day": rows_per_day,
+            "wall_s": round(long["wall_s"], 3),
+            "cpu_s": round(long["cpu_s"], 3),
+        },
     ]
     print(table(rows, ["case", "rows/day", "wall_s", "cpu_s"]))
     print(f"(a) history ratio {long_hist}d/7d = {ratio:.2f}  (target <= 1.5)")
-    print(table([tp], ["rows", "landing_mb", "floor_wall_s", "etl_wall_s", "floor_rows_per_s", "etl_rows_per_s", "ratio"]))
+    print(
+        table(
+            [tp],
+            [
+                "rows",
+                "landing_mb",
+                "floor_wall_s",
+                "etl_wall_s",
+                "floor_rows_per_s",
+                "etl_rows_per_s",
+                "ratio",
+            ],
+        )
+    )
     print(f"(b) ETL / floor (pyarrow read CSV + write Parquet) = {tp['ratio']:.2f}  (target <= 3)")
-    out = write_result("etl", {
-        "quick": args.quick,
-        "incremental": {"rows_per_day": rows_per_day, "history_7": short, f"history_{long_hist}": long,
-                        "ratio": round(ratio, 3), "target": 1.5, "pass": ratio <= 1.5},
-        "throughput": {**tp, "target": 3.0, "pass": tp["ratio"] <= 3.0},
-    })
+    out = write_result(
+        "etl",
+        {
+            "quick": args.quick,
+            "incremental": {
+                "rows_per_day": rows_per_day,
+                "history_7": short,
+                f"history_{long_hist}": long,
+                "ratio": round(ratio, 3),
+                "target": 1.5,
+                "pass": ratio <= 1.5,
+            },
+            "throughput": {**tp, "target": 3.0, "pass": tp["ratio"] <= 3.0},
+        },
+    )
     print(f"wrote {out}")
 
 

@@ -57,7 +57,9 @@ def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
 
 @app.command()
 def generate(
-    out: Annotated[str, typer.Option(help="landing folder (or s3:// prefix) for the daily CSV files")] = "data/landing",
+    out: Annotated[
+        str, typer.Option(help="landing folder (or s3:// prefix) for the daily CSV files")
+    ] = "data/landing",
     params: ParamsOpt = Path("params.yaml"),
     start: Annotated[
         str | None, typer.Option(help="first day, YYYY-MM-DD (default: synthetic.start_date)")
@@ -279,9 +281,13 @@ def validate(
 
 @app.command()
 def evaluate(
-    features: Annotated[str, typer.Option(help="features folder (test/valid.parquet, spec.json)")] = "data/features",
+    features: Annotated[
+        str, typer.Option(help="features folder (test/valid.parquet, spec.json)")
+    ] = "data/features",
     model: Annotated[str, typer.Option(help="candidate model directory")] = "models/candidate",
-    out: Annotated[str, typer.Option(help="output folder (metrics, plots, report.html)")] = "reports/evaluation",
+    out: Annotated[
+        str, typer.Option(help="output folder (metrics, plots, report.html)")
+    ] = "reports/evaluation",
     champion: Annotated[
         str | None, typer.Option(help="compare with <registry>/champion (or a model directory)")
     ] = None,
@@ -292,7 +298,9 @@ def evaluate(
 
     p = _params(params)
     try:
-        ev = run_evaluate(features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champion)
+        ev = run_evaluate(
+            features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champion
+        )
     except (ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -307,9 +315,9 @@ def register(
     model: Annotated[str, typer.Option(help="candidate model directory")] = "models/candidate",
     evaluation: Annotated[str, typer.Option(help="its evaluation folder")] = "reports/evaluation",
     registry: Annotated[str, typer.Option(help="registry root (folder or s3:// prefix)")] = "models/registry",
-    features: Annotated[str, typer.Option(help="features folder: the holdout the champion is re-scored on")] = (
-        "data/features"
-    ),
+    features: Annotated[
+        str, typer.Option(help="features folder: the holdout the champion is re-scored on")
+    ] = ("data/features"),
     parent: Annotated[str | None, typer.Option(help="parent version (warm start)")] = None,
     out: Annotated[Path | None, typer.Option(help="also write the decision here (DVC metric)")] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -359,12 +367,16 @@ def registry_list(registry: RegistryOpt = "models/registry") -> None:
     reg = Registry(registry)
     typer.echo(format_rows(_registry_call(reg.summary)))
     st = reg.state()
-    typer.echo(f"aliases (generation {st.generation}): " + ", ".join(f"{a}={v}" for a, v in st.aliases.items()))
+    typer.echo(
+        f"aliases (generation {st.generation}): " + ", ".join(f"{a}={v}" for a, v in st.aliases.items())
+    )
 
 
 @registry_app.command("show")
 def registry_show(
-    version: Annotated[str | None, typer.Argument(help="version id or alias; default: the alias history")] = None,
+    version: Annotated[
+        str | None, typer.Argument(help="version id or alias; default: the alias history")
+    ] = None,
     registry: RegistryOpt = "models/registry",
 ) -> None:
     """A version's lineage and gate decision (a version id or an alias name), or the alias history."""
@@ -417,12 +429,18 @@ def registry_rollback(
 
 @app.command()
 def train(
-    features: Annotated[str, typer.Option(help="feature stage output ({train,valid}.parquet, spec.json)")] = "data/features",
+    features: Annotated[
+        str, typer.Option(help="feature stage output ({train,valid}.parquet, spec.json)")
+    ] = "data/features",
     best_params: Annotated[
         str, typer.Option(help="tuned XGBoost parameters (tune stage); params defaults when absent")
     ] = "reports/tuning/best_params.json",
-    out: Annotated[str, typer.Option(help="model directory to write (layout: pipelines/models.py)")] = "models/candidate",
-    reports: Annotated[str, typer.Option(help="folder for metrics.json and the DVCLive curves")] = "reports/train",
+    out: Annotated[
+        str, typer.Option(help="model directory to write (layout: pipelines/models.py)")
+    ] = "models/candidate",
+    reports: Annotated[
+        str, typer.Option(help="folder for metrics.json and the DVCLive curves")
+    ] = "reports/train",
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train the baselines, XGBoost (early stopping) and the Keras edge model (optional distillation)."""
@@ -447,10 +465,15 @@ def train(
 
 @app.command()
 def tune(
-    features: Annotated[str, typer.Option(help="feature stage output ({train,valid}.parquet, spec.json)")] = "data/features",
-    out: Annotated[str, typer.Option(help="folder for best_params.json, summary.json and DVCLive logs")] = "reports/tuning",
+    features: Annotated[
+        str, typer.Option(help="feature stage output ({train,valid}.parquet, spec.json)")
+    ] = "data/features",
+    out: Annotated[
+        str, typer.Option(help="folder for best_params.json, summary.json and DVCLive logs")
+    ] = "reports/tuning",
     storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL overriding tune.storage (sqlite:///... or postgresql://...)")
+        str | None,
+        typer.Option(help="Optuna storage URL overriding tune.storage (sqlite:///... or postgresql://...)"),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
@@ -469,13 +492,19 @@ def tune(
 
 @app.command("init")
 def init_profile(
-    from_: Annotated[Path, typer.Option("--from", help="a sample of your data: CSV (.gz/.zip ok) or Parquet")],
+    from_: Annotated[
+        Path, typer.Option("--from", help="a sample of your data: CSV (.gz/.zip ok) or Parquet")
+    ],
     label: Annotated[str, typer.Option(help="the label column")],
     time: Annotated[str, typer.Option(help="the event-time column (when the model would score the row)")],
     positive: Annotated[str | None, typer.Option(help="the label value of the positive class")] = None,
     name: Annotated[str | None, typer.Option(help="profile name (default: the file's stem)")] = None,
-    entity: Annotated[str | None, typer.Option(help="the entity key column (customer, account, card ...)")] = None,
-    time_format: Annotated[str | None, typer.Option(help="strptime format of --time (default: detected)")] = None,
+    entity: Annotated[
+        str | None, typer.Option(help="the entity key column (customer, account, card ...)")
+    ] = None,
+    time_format: Annotated[
+        str | None, typer.Option(help="strptime format of --time (default: detected)")
+    ] = None,
     landing: Annotated[
         str | None, typer.Option(help="folder of your files for `loopline run` (default: the file's folder)")
     ] = None,
@@ -516,8 +545,12 @@ def init_profile(
 @app.command("run")
 def run_profile_cmd(
     profile: Annotated[str, typer.Option("--profile", help="profiles/NAME.yaml (or a path to a profile)")],
-    until: Annotated[str | None, typer.Option(help="stop after this stage (default: the whole pipeline)")] = None,
-    landing: Annotated[str | None, typer.Option(help="folder of your files (overrides source.landing)")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="stop after this stage (default: the whole pipeline)")
+    ] = None,
+    landing: Annotated[
+        str | None, typer.Option(help="folder of your files (overrides source.landing)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="re-run every stage (dvc repro --force)")] = False,
 ) -> None:
     """Run the pipeline for a profile with DVC, in its own workspace runs/NAME (a normal DVC project)."""
@@ -538,10 +571,14 @@ def run_profile_cmd(
 @app.command()
 def report(
     reports: Annotated[Path, typer.Option(help="the run's reports folder")] = Path("reports"),
-    registry: Annotated[Path, typer.Option(help="the model registry (for the model card)")] = Path("models/registry"),
+    registry: Annotated[Path, typer.Option(help="the model registry (for the model card)")] = Path(
+        "models/registry"
+    ),
     benchmarks: Annotated[Path, typer.Option(help="benchmark results folder")] = Path("benchmarks/results"),
     out: Annotated[Path | None, typer.Option(help="the index page (default: REPORTS/index.html)")] = None,
-    title: Annotated[str | None, typer.Option(help="page title (default: names the profile in runs/NAME)")] = None,
+    title: Annotated[
+        str | None, typer.Option(help="page title (default: names the profile in runs/NAME)")
+    ] = None,
 ) -> None:
     """Write the one-page run report linking every report, headline figures on top."""
     from pipelines.run_report import write_run_report
@@ -555,16 +592,21 @@ def report(
 
 @app.command()
 def quantize(
-    features: Annotated[str, typer.Option(help="features folder (train/test.parquet, spec.json)")] = "data/features",
+    features: Annotated[
+        str, typer.Option(help="features folder (train/test.parquet, spec.json)")
+    ] = "data/features",
     model: Annotated[str, typer.Option(help="model directory holding keras.keras")] = "models/candidate",
-    out: Annotated[str, typer.Option(help="folder for the published .tflite files, spec.json, quantize.json")] = (
-        "models/tflite"
-    ),
+    out: Annotated[
+        str, typer.Option(help="folder for the published .tflite files, spec.json, quantize.json")
+    ] = ("models/tflite"),
     reports: Annotated[str, typer.Option(help="folder for quantize.json (DVC metric)")] = "reports/quantize",
     registry: Annotated[
-        str | None, typer.Option(help="also attach the published variants and the card section to this registry")
+        str | None,
+        typer.Option(help="also attach the published variants and the card section to this registry"),
     ] = None,
-    version: Annotated[str | None, typer.Option(help="registry version id or alias (with --registry)")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="registry version id or alias (with --registry)")
+    ] = None,
     register_report: Annotated[
         str | None, typer.Option(help="take --version from the register stage's JSON (its 'version')")
     ] = None,
@@ -624,7 +666,9 @@ def edge_predict(
 def predict(
     lake: Annotated[str, typer.Option(help="the lake (date=YYYY-MM-DD partitions)")] = "data/lake",
     registry: Annotated[str, typer.Option(help="registry root: the champion scores")] = "models/registry",
-    out: Annotated[str, typer.Option(help="predictions folder (date=D/part-<version>.parquet)")] = "data/predictions",
+    out: Annotated[
+        str, typer.Option(help="predictions folder (date=D/part-<version>.parquet)")
+    ] = "data/predictions",
     date: Annotated[str | None, typer.Option(help="score one partition")] = None,
     start: Annotated[str | None, typer.Option(help="first date of a range (with --end)")] = None,
     end: Annotated[str | None, typer.Option(help="last date of a range (with --start)")] = None,
@@ -632,7 +676,9 @@ def predict(
         str | None, typer.Option(help="xgboost | keras | tflite:<variant> (default: params predict.model)")
     ] = None,
     version: Annotated[str | None, typer.Option(help="registry version or alias (default: champion)")] = None,
-    summary_out: Annotated[str | None, typer.Option("--summary", help="also write the run summary JSON")] = None,
+    summary_out: Annotated[
+        str | None, typer.Option("--summary", help="also write the run summary JSON")
+    ] = None,
     skip_without_champion: Annotated[
         bool, typer.Option(help="no champion yet (the first model failed its gate): warn and score nothing")
     ] = False,
@@ -667,13 +713,21 @@ def predict(
 @app.command()
 def monitor(
     lake: Annotated[str, typer.Option(help="lake root (date=YYYY-MM-DD partitions)")] = "data/lake",
-    predictions: Annotated[str, typer.Option(help="batch predictions (date=D/part-<version>.parquet)")] = "data/predictions",
-    registry: Annotated[str, typer.Option(help="model registry (the champion's offline figures)")] = "models/registry",
-    out: Annotated[str, typer.Option(help="reports folder: runs/<window>/, latest/, state.json")] = "reports/monitor",
+    predictions: Annotated[
+        str, typer.Option(help="batch predictions (date=D/part-<version>.parquet)")
+    ] = "data/predictions",
+    registry: Annotated[
+        str, typer.Option(help="model registry (the champion's offline figures)")
+    ] = "models/registry",
+    out: Annotated[
+        str, typer.Option(help="reports folder: runs/<window>/, latest/, state.json")
+    ] = "reports/monitor",
     date: Annotated[str | None, typer.Option(help="monitor one day YYYY-MM-DD")] = None,
     start: Annotated[str | None, typer.Option(help="first day of the window (with --end)")] = None,
     end: Annotated[str | None, typer.Option(help="last day of the window (with --start)")] = None,
-    model_version: Annotated[str | None, typer.Option(help="model version to monitor (default: the champion)")] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="model version to monitor (default: the champion)")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Drift, prediction drift and matured-label performance of the champion; writes the retrain decision.
@@ -683,13 +737,26 @@ def monitor(
 
     p = _params(params)
     try:
-        r = run_monitor(lake=lake, predictions=predictions, registry=registry, out=out, schema=p.schema,
-                        cfg=p.monitor, seed=p.seed, date=date, start=start, end=end, model_version=model_version)
+        r = run_monitor(
+            lake=lake,
+            predictions=predictions,
+            registry=registry,
+            out=out,
+            schema=p.schema,
+            cfg=p.monitor,
+            seed=p.seed,
+            date=date,
+            start=start,
+            end=end,
+            model_version=model_version,
+        )
     except (ValueError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     d = r["decision"]
-    typer.echo(f"{d['window']['label']}: drift={d['drift']} retrain={d['retrain']} ({r['summary']['cpu_seconds']} CPU-s)")
+    typer.echo(
+        f"{d['window']['label']}: drift={d['drift']} retrain={d['retrain']} ({r['summary']['cpu_seconds']} CPU-s)"
+    )
     for reason in d["reasons"]:
         typer.echo(f"  - {reason}")
 
@@ -697,21 +764,26 @@ def monitor(
 @app.command()
 def retrain(
     lake: Annotated[str, typer.Option(help="the lake (date=YYYY-MM-DD partitions)")] = "data/lake",
-    registry: Annotated[str, typer.Option(help="registry root: the champion, retrain_state.json")] = "models/registry",
-    features_out: Annotated[str, typer.Option(help="features of the retrain (train/valid/test.parquet, spec.json)")] = (
-        "data/retrain_features"
-    ),
+    registry: Annotated[
+        str, typer.Option(help="registry root: the champion, retrain_state.json")
+    ] = "models/registry",
+    features_out: Annotated[
+        str, typer.Option(help="features of the retrain (train/valid/test.parquet, spec.json)")
+    ] = ("data/retrain_features"),
     out: Annotated[str, typer.Option(help="candidate model directory")] = "models/retrain_candidate",
     reports: Annotated[str, typer.Option(help="reports folder: retrain.json, evaluation/, quantize/")] = (
         "reports/retrain"
     ),
     decision: Annotated[
-        str | None, typer.Option(help="monitor decision.json: in auto mode, no retrain unless it says retrain")
+        str | None,
+        typer.Option(help="monitor decision.json: in auto mode, no retrain unless it says retrain"),
     ] = None,
     mode: Annotated[
         str | None, typer.Option(help="auto | stateful | stateless (default: params retrain.mode)")
     ] = None,
-    as_of: Annotated[str | None, typer.Option(help="cutoff day YYYY-MM-DD (default: sampling.as_of or newest)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="cutoff day YYYY-MM-DD (default: sampling.as_of or newest)")
+    ] = None,
     best_params: Annotated[str | None, typer.Option(help="tuned XGBoost parameters for a refit")] = (
         "reports/tuning/best_params.json"
     ),
@@ -748,17 +820,21 @@ def retrain(
 
 @app.command()
 def backtest(
-    lake: Annotated[str, typer.Option(help="the lake holding the timeline (date=YYYY-MM-DD partitions)")] = "data/lake",
+    lake: Annotated[
+        str, typer.Option(help="the lake holding the timeline (date=YYYY-MM-DD partitions)")
+    ] = "data/lake",
     out: Annotated[str, typer.Option(help="output folder: backtest.json/.csv/.md/.png")] = "reports/backtest",
     periods: Annotated[
         str | None, typer.Option(help="daily | weekly | monthly (default: retrain.backtest.periods)")
     ] = None,
     start: Annotated[str | None, typer.Option(help="first period's day YYYY-MM-DD (default: params)")] = None,
     strategies: Annotated[
-        str | None, typer.Option(help="comma-separated subset of never,stateless,stateful,stateful_refit,policy")
+        str | None,
+        typer.Option(help="comma-separated subset of never,stateless,stateful,stateful_refit,policy"),
     ] = None,
     generate_days: Annotated[
-        int | None, typer.Option(min=1, help="synthetic only: generate + ETL this many days into an empty --lake")
+        int | None,
+        typer.Option(min=1, help="synthetic only: generate + ETL this many days into an empty --lake"),
     ] = None,
     rows_per_day: Annotated[int | None, typer.Option(min=1, help="with --generate-days")] = None,
     drift_date: Annotated[str | None, typer.Option(help="with --generate-days: synthetic.drift.date")] = None,
@@ -773,7 +849,9 @@ def backtest(
         syn = p.synthetic.model_copy(update={k: v for k, v in (
             ("days", generate_days), ("rows_per_day", rows_per_day)) if v is not None})  # fmt: skip
         if drift_date is not None:
-            syn = syn.model_copy(update={"drift": syn.drift.model_copy(update={"date": dt.date.fromisoformat(drift_date)})})
+            syn = syn.model_copy(
+                update={"drift": syn.drift.model_copy(update={"date": dt.date.fromisoformat(drift_date)})}
+            )
         p = p.model_copy(update={"synthetic": syn})
     if generate_days is not None:
         from pipelines.etl import lake_dates, run_etl

@@ -361,7 +361,9 @@ class DistillationConfig(_Model):
 
 
 class KerasTrainConfig(_Model):
-    hidden_units: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [256, 128, 64], min_length=1)
+    hidden_units: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [256, 128, 64], min_length=1
+    )
     dropout: float = Field(default=0.2, ge=0, lt=1)
     epochs: int = Field(default=12, ge=1)
     batch_size: int = Field(default=1024, ge=1)
@@ -440,7 +442,9 @@ class TuneConfig(_Model):
     threads_per_worker: int = Field(default=0, ge=0)  # XGBoost nthread in each worker; 0: cores / workers
     pruner: Literal["median", "hyperband", "none"] = "median"
     startup_trials: int = Field(default=4, ge=0)  # TPE random start and pruner warm-up (trials)
-    warmup_rounds: int = Field(default=10, ge=0)  # median pruner: boosting rounds before a trial can be pruned
+    warmup_rounds: int = Field(
+        default=10, ge=0
+    )  # median pruner: boosting rounds before a trial can be pruned
     num_boost_round: int = Field(default=120, ge=1)
     early_stopping_rounds: int = Field(default=15, ge=1)
     max_train_rows: int | None = Field(default=60_000, gt=0)  # trials fit on a stratified sample of train
@@ -451,7 +455,9 @@ class TuneConfig(_Model):
     def _known_params(cls, space: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
         unknown = sorted(set(space) - set(XGBoostParams.model_fields))
         if unknown:
-            raise ValueError(f"unknown XGBoost parameters {unknown}; tunable: {sorted(XGBoostParams.model_fields)}")
+            raise ValueError(
+                f"unknown XGBoost parameters {unknown}; tunable: {sorted(XGBoostParams.model_fields)}"
+            )
         return space
 
 
@@ -537,9 +543,15 @@ class MonitorReferenceConfig(_Model):
     """What the current window is compared with (pipelines/monitor.py)."""
 
     kind: Literal["training", "trailing", "seasonal"] = "training"  # training: the champion's data window
-    days: int = Field(default=14, gt=0, le=3660)  # trailing: reference length; training: at most this many days
-    gap_days: int = Field(default=0, ge=0, le=366)  # trailing: days between the reference and the current window
-    season_days: int = Field(default=7, gt=0, le=3660)  # seasonal: shift back (7: same weekdays; 364: last year)
+    days: int = Field(
+        default=14, gt=0, le=3660
+    )  # trailing: reference length; training: at most this many days
+    gap_days: int = Field(
+        default=0, ge=0, le=366
+    )  # trailing: days between the reference and the current window
+    season_days: int = Field(
+        default=7, gt=0, le=3660
+    )  # seasonal: shift back (7: same weekdays; 364: last year)
 
 
 DriftMethodName = Literal["psi", "jensenshannon", "wasserstein", "ks", "chisquare"]
@@ -559,8 +571,12 @@ class MonitorDriftConfig(_Model):
     bins: int = Field(default=10, ge=2, le=1000)  # quantile bins of the reference (psi, jensenshannon)
     exclude_columns: list[str] = Field(default_factory=list)
     include_high_cardinality: bool = False  # id-like columns drift in almost every period: off by default
-    calendar_pattern: str = r"(^|_)(year|month|week|week_number|weekday|day_of_month|day_of_week|hour|date)(_|$)"
-    calendar: Literal["exclude", "seasonal"] = "exclude"  # seasonal: compared only against a seasonal reference
+    calendar_pattern: str = (
+        r"(^|_)(year|month|week|week_number|weekday|day_of_month|day_of_week|hour|date)(_|$)"
+    )
+    calendar: Literal["exclude", "seasonal"] = (
+        "exclude"  # seasonal: compared only against a seasonal reference
+    )
     min_rows: int = Field(default=200, ge=1)  # fewer rows on a side: the check is reported, not judged
 
 
@@ -586,7 +602,9 @@ class MonitorConfig(_Model):
     policy: MonitorPolicyConfig = MonitorPolicyConfig()
     max_rows: int | None = Field(default=50_000, gt=0)  # per side; above it the window is sampled
     sampling: Literal["reservoir", "stratified"] = "reservoir"  # stratified: proportional per day
-    performance_window: Literal["current", "matured"] = "matured"  # matured: the window label_maturity_days back
+    performance_window: Literal["current", "matured"] = (
+        "matured"  # matured: the window label_maturity_days back
+    )
     label_maturity_days: int = Field(default=21, ge=0, le=3660)
     performance_days: int = Field(default=7, gt=0, le=3660)  # length of the window performance is judged on
     evidently_report: bool = True  # the Evidently HTML (costs CPU; the decision never needs it)
@@ -626,7 +644,9 @@ class QuantizeConfig(_Model):
 class PredictConfig(_Model):
     """Batch prediction (pipelines/predict.py) of lake partitions with the registry's champion."""
 
-    model: str = Field(default="xgboost", pattern=r"^(xgboost|keras|tflite:(float32|float16|dynamic_range|int8))$")
+    model: str = Field(
+        default="xgboost", pattern=r"^(xgboost|keras|tflite:(float32|float16|dynamic_range|int8))$"
+    )
     window_days: int = Field(default=3, ge=1, le=3660)  # default dates: the newest N lake partitions
     chunk_rows: int = Field(default=250_000, ge=1_000, le=50_000_000)  # rows scored at a time (memory bound)
     lookback_days: int = Field(default=60, ge=1, le=3660)  # history for secs_since_prev (see predict.py)
@@ -634,7 +654,13 @@ class PredictConfig(_Model):
 
 
 BacktestStrategy = Literal["never", "stateless", "stateful", "stateful_refit", "policy"]
-_BACKTEST_STRATEGIES: tuple[BacktestStrategy, ...] = ("never", "stateless", "stateful", "stateful_refit", "policy")
+_BACKTEST_STRATEGIES: tuple[BacktestStrategy, ...] = (
+    "never",
+    "stateless",
+    "stateful",
+    "stateful_refit",
+    "policy",
+)
 
 
 class BacktestConfig(_Model):
@@ -643,7 +669,9 @@ class BacktestConfig(_Model):
     periods: Literal["daily", "weekly", "monthly"] = "weekly"
     start: dt.date | None = None  # first scored period; None: the lake's first day + warmup_days
     warmup_days: int = Field(default=42, ge=1, le=3660)  # history before the first period (initial model)
-    train_days: int | None = Field(default=None, gt=0, le=36600)  # stateless window; None: sampling.train_days
+    train_days: int | None = Field(
+        default=None, gt=0, le=36600
+    )  # stateless window; None: sampling.train_days
     holdout_days: int = Field(default=7, ge=1, le=366)  # newest matured days: early stopping + the gate
     label_maturity_days: int | None = Field(default=None, ge=0, le=3660)  # None: sampling.label_maturity_days
     strategies: list[BacktestStrategy] = Field(
@@ -661,7 +689,9 @@ class RetrainConfig(_Model):
     stateful_rounds: int = Field(default=20, ge=1, le=10_000)  # trees added per stateful update
     refit_every: int = Field(default=4, ge=1, le=1000)  # every Nth retrain is a stateless refit (1: always)
     max_trees: int = Field(default=600, ge=1)  # a champion past this many trees is refit (update cost grows)
-    replay_fraction: float = Field(default=0.25, ge=0, le=10)  # older labelled rows replayed, share of new rows
+    replay_fraction: float = Field(
+        default=0.25, ge=0, le=10
+    )  # older labelled rows replayed, share of new rows
     replay_days: int = Field(default=28, ge=1, le=3660)  # replayed rows come from this many days before it
     refit_on_gate_failure: bool = True  # a stateful candidate refused by the gate: refit from scratch
     min_new_rows: int = Field(default=100, ge=1)  # fewer labelled rows since the watermark: the update fails

@@ -404,8 +404,12 @@ def run_retrain(
                               best_params=best_params)  # fmt: skip
         except NotEnoughNewData as err:
             result = {"mode": attempt_mode, "why": attempt_why, "status": "waiting", "error": str(err)}
-            log.warning("retrain (%s) is waiting for data: %s; the watermark stays at %s", attempt_mode, err,
-                        state.watermark)
+            log.warning(
+                "retrain (%s) is waiting for data: %s; the watermark stays at %s",
+                attempt_mode,
+                err,
+                state.watermark,
+            )
         except RetrainError as err:
             result = {"mode": attempt_mode, "why": attempt_why, "status": "failed", "error": str(err)}
             log.error(

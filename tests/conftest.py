@@ -26,7 +26,9 @@ def root() -> Path:
 def hotel_zip() -> Path:
     """The public hotel-bookings CSV (zip); skips where ../shared/datasets is absent, as on a user's machine."""
     if not HOTEL_ZIP.exists():
-        pytest.skip(f"real data set not found at {HOTEL_ZIP} (it lives in ../shared/datasets beside the repo)")
+        pytest.skip(
+            f"real data set not found at {HOTEL_ZIP} (it lives in ../shared/datasets beside the repo)"
+        )
     return HOTEL_ZIP
 
 
@@ -46,6 +48,11 @@ def synthetic_lake(tmp_path_factory, params):
     base = tmp_path_factory.mktemp("synthetic")
     cfg = params.synthetic.model_copy(update={"days": 20, "rows_per_day": 2000})
     generate_landing(cfg, out=str(base / "landing"), seed=params.seed, progress=False)
-    run_etl(landing=str(base / "landing"), lake=str(base / "lake"), quarantine=str(base / "quarantine"),
-            params=params, progress=False)
+    run_etl(
+        landing=str(base / "landing"),
+        lake=str(base / "lake"),
+        quarantine=str(base / "quarantine"),
+        params=params,
+        progress=False,
+    )
     return base

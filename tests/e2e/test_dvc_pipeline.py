@@ -17,8 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 
 
 def _copy_project(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
     for rel in files:
         src = ROOT / rel
         if src.is_file() and not rel.startswith(("data/", "reports/")):
@@ -54,7 +55,9 @@ def project(tmp_path_factory) -> Path:
     params["train"]["keras"].update({"epochs": 2, "hidden_units": [32, 16]})
     params["train"]["keras"]["distillation"]["compare"] = False
     params["train"]["xgboost"]["num_boost_round"] = 60
-    params["gate"].update({"require_behavioural": False, "baseline_margin": 0.0})  # tiny models: let one through
+    params["gate"].update(
+        {"require_behavioural": False, "baseline_margin": 0.0}
+    )  # tiny models: let one through
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)

@@ -71,7 +71,9 @@ def test_all_reasons_are_kept(params) -> None:
 
 
 def test_timestamps_with_offsets_and_fallback_formats(params) -> None:
-    t = _table(_one(event_time="2025-01-01T11:00:00+01:00"), _one(event_id="e2", event_time="2025-01-01 10:00:00"))
+    t = _table(
+        _one(event_time="2025-01-01T11:00:00+01:00"), _one(event_id="e2", event_time="2025-01-01 10:00:00")
+    )
     res = check_rows(t, params.schema, reference_time=REF)
     assert res.rejected.num_rows == 0
     assert len(set(res.valid.column("event_time").to_pylist())) == 1
@@ -86,13 +88,19 @@ def test_dedupe_keeps_first_in_file_and_drops_lake_ids() -> None:
 
 
 def test_split_by_date_keeps_order() -> None:
-    ts = pa.array(np.array(["2025-01-01T23:59:59", "2025-01-02T00:00:00", "2025-01-01T00:00:01"],
-                           dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC"))
+    ts = pa.array(
+        np.array(
+            ["2025-01-01T23:59:59", "2025-01-02T00:00:00", "2025-01-01T00:00:01"], dtype="datetime64[us]"
+        )
+    ).cast(pa.timestamp("us", tz="UTC"))
     parts = split_by_date(pa.table({"event_time": ts, "i": [0, 1, 2]}))
-    assert {k: v.column("i").to_pylist() for k, v in parts.items()} == {"2025-01-01": [0, 2], "2025-01-02": [1]}
+    assert {k: v.column("i").to_pylist() for k, v in parts.items()} == {
+        "2025-01-01": [0, 2],
+        "2025-01-02": [1],
+    }
 
 
 @pytest.mark.parametrize("bad", ["../../etc", "2025-13-01", "2025-01-01/../x", "20250101", "", "2025-02-30"])
 def test_dates_from_outside_are_validated(bad: str) -> None:
-    with pytest.raises(ValueError, match="YYYY-MM-DD|day is out of range|month must be"):
+    with pytest.raises(ValueError, match=r"YYYY-MM-DD|day is out of range|month must be"):
         validate_date(bad)

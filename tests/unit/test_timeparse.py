@@ -12,6 +12,8 @@ def test_impossible_dates_are_null_not_rolled_over() -> None:
 
 
 def test_iso_with_and_without_zone() -> None:
-    out = parse_times(pa.array(["2025-01-01T11:00:00+01:00", "2025-01-01 10:00:00", "2025-01-01T10:00:00Z", "nope"]))
+    out = parse_times(
+        pa.array(["2025-01-01T11:00:00+01:00", "2025-01-01 10:00:00", "2025-01-01T10:00:00Z", "nope"])
+    )
     vals = out.to_pylist()
     assert vals[0] == vals[1] == vals[2] and vals[3] is None
