@@ -391,27 +391,11 @@ def transform_frame(spec: Mapping[str, Any], df: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- report statistics
 
 
-def psi(reference: np.ndarray, current: np.ndarray, *, bins: int = 10, eps: float = 1e-4) -> float:
-    """Population stability index of ``current`` against ``reference`` (quantile bins of the reference;
-    exact values when the reference has at most 20 distinct values)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cur = np.asarray(current, dtype=np.float64)
-    if ref.size == 0 or cur.size == 0:
-        return float("nan")
-    uniq = np.unique(ref)
-    if uniq.size <= 20:
-        ri = np.searchsorted(uniq, ref)
-        ci = np.searchsorted(uniq, cur)
-        known = (ci < uniq.size) & (uniq[np.minimum(ci, uniq.size - 1)] == cur)
-        ci = np.where(known, ci, uniq.size)  # values unseen in the reference get their own bin
-        width = uniq.size + 1
-    else:
-        edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
-        ri, ci = np.searchsorted(edges, ref, side="right"), np.searchsorted(edges, cur, side="right")
-        width = edges.size + 1
-    p = np.bincount(ri, minlength=width) / ref.size + eps
-    q = np.bincount(ci, minlength=width) / cur.size + eps
-    return float(np.sum((q - p) * np.log(q / p)))
+def psi(reference: np.ndarray, current: np.ndarray, *, bins: int = 10) -> float:
+    """Population stability index of ``current`` against ``reference`` (the monitor's own check)."""
+    from pipelines.drift import psi as drift_psi
+
+    return drift_psi(reference, current, kind="numerical", bins=bins).score
 
 
 # --------------------------------------------------------------------------- the build
