@@ -360,6 +360,8 @@ def run_retrain(
     requested = mode or cfg.mode
     started, cpu0 = time.perf_counter(), time.process_time()
     report_loc = storage.join(reports, "retrain.json")
+    for folder in (out, features_out):  # the stage's declared outputs exist whatever the outcome
+        storage.ensure_dir(folder)
     if requested == "auto" and decision is not None:
         doc = storage.read_json(decision) if storage.exists(decision) else None
         if doc is None or not doc.get("retrain"):
