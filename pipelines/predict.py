@@ -36,10 +36,6 @@ __all__ = ["LoadedModel", "PredictError", "load_model", "resolve_dates", "run_pr
 log = logging.getLogger(__name__)
 
 
-class NoChampionError(RuntimeError):
-    """The registry has no model under the requested alias yet."""
-
-
 class PredictError(RuntimeError):
     """Batch prediction cannot run; the message names the registry/partition and the fix."""
 
@@ -53,6 +49,10 @@ class LoadedModel:
 
 
 # --------------------------------------------------------------------------- dates (pure)
+
+
+class NoChampionError(PredictError):
+    """The registry has no model under the requested alias yet."""
 
 
 def resolve_dates(
