@@ -103,7 +103,7 @@ def etl(
         str | None, typer.Option(help="reference time for files without a date (ISO 8601)")
     ] = None,
     manifest_out: Annotated[
-        Path | None, typer.Option(help="also write the run manifest here (DVC metric)")
+        str | None, typer.Option(help="also write the run manifest here (DVC metric; path or s3:// URI)")
     ] = None,
 ) -> None:
     """Load new or changed landing files into the lake; quarantine rejected rows with reasons."""
@@ -319,7 +319,7 @@ def register(
         str, typer.Option(help="features folder: the holdout the champion is re-scored on")
     ] = ("data/features"),
     parent: Annotated[str | None, typer.Option(help="parent version (warm start)")] = None,
-    out: Annotated[Path | None, typer.Option(help="also write the decision here (DVC metric)")] = None,
+    out: Annotated[str | None, typer.Option(help="also write the decision here (or s3://)")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Register the candidate as a version, run the promotion gate, promote it to champion if it passes."""
@@ -571,9 +571,9 @@ def run_profile_cmd(
 @app.command()
 def report(
     reports: Annotated[Path, typer.Option(help="the run's reports folder")] = Path("reports"),
-    registry: Annotated[Path, typer.Option(help="the model registry (for the model card)")] = Path(
-        "models/registry"
-    ),
+    registry: Annotated[
+        str, typer.Option(help="the model registry (for the model card; folder or s3:// prefix)")
+    ] = "models/registry",
     benchmarks: Annotated[Path, typer.Option(help="benchmark results folder")] = Path("benchmarks/results"),
     out: Annotated[Path | None, typer.Option(help="the index page (default: REPORTS/index.html)")] = None,
     title: Annotated[
@@ -687,6 +687,7 @@ def predict(
     """Batch-score lake partitions with the champion (point-in-time aggregates as in training)."""
     from pipelines import storage
     from pipelines.predict import NoChampionError, PredictError, run_predict
+    from pipelines.registry import RegistryError
 
     p = _params(params)
     try:
@@ -701,7 +702,7 @@ def predict(
         if summary_out is not None:
             storage.write_json(summary_out, {"skipped": True, "reason": str(err), "rows": 0, "dates": []})
         return
-    except (PredictError, ValueError, FileNotFoundError) as err:
+    except (PredictError, RegistryError, ValueError, FileNotFoundError) as err:  # e.g. a tampered artifact
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"predict: {s['rows']} rows, {len(s['dates'])} partition(s) with {s['model']} of "

@@ -50,6 +50,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LEDGER_DIR = "_etl/ledger"
+# One small file caching every ledger record's (bytes, mtime_ns, sha256), so that an unchanged history costs
+# one read, not one per landing file. It is only a cache: a file it does not vouch for falls back to its
+# own ledger record (so a stale or concurrent copy can cost time, never correctness).
+LEDGER_INDEX = "_etl/ledger_index.json"
 MANIFEST_DIR = "_etl/manifests"
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUM_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -482,16 +486,25 @@ def run_etl(
         files = [f for f in files if only_date in Path(f).name]
     reports: list[FileReport] = []
     todo: list[tuple[str, str, int]] = []
+    index_loc = storage.join(lake, LEDGER_INDEX)
+    index: dict[str, Any] = storage.read_json(index_loc) if storage.exists(index_loc) else {}
+    new_index: dict[str, Any] = {}
     for f in files:
         key = _source_key(f)
-        ledger_loc = storage.join(lake, LEDGER_DIR, f"{key}.json")
         size, mtime = _file_stat(f)
+        cached = index.get(key)
+        if cached and cached.get("bytes") == size and cached.get("mtime_ns") == mtime:
+            new_index[key] = cached
+            continue  # unchanged: neither hashed nor its ledger record read
+        ledger_loc = storage.join(lake, LEDGER_DIR, f"{key}.json")
         prev = storage.read_json(ledger_loc) if storage.exists(ledger_loc) else None
         if prev and prev.get("bytes") == size and prev.get("mtime_ns") == mtime:
-            continue  # unchanged: no need to even hash it
+            new_index[key] = {"bytes": size, "mtime_ns": mtime, "sha256": prev.get("sha256")}
+            continue
         sha = storage.sha256_of(f)
         if prev and prev.get("sha256") == sha:
             storage.write_json(ledger_loc, {**prev, "mtime_ns": mtime})
+            new_index[key] = {"bytes": size, "mtime_ns": mtime, "sha256": sha}
             continue
         todo.append((f, sha, size))
 
@@ -510,6 +523,7 @@ def run_etl(
             time_format=time_format,
         )
         _, mtime = _file_stat(f)
+        new_index[_source_key(f)] = {"bytes": size, "mtime_ns": mtime, "sha256": sha}
         storage.write_json(
             storage.join(lake, LEDGER_DIR, f"{_source_key(f)}.json"),
             {
@@ -532,6 +546,10 @@ def run_etl(
             rep.rows_quarantined,
             rep.quarantined_by_reason or "",
         )
+
+    merged = {**index, **new_index}
+    if merged != index:
+        storage.write_json(index_loc, merged)
 
     by_reason: Counter[str] = Counter()
     for r in reports:

@@ -158,7 +158,7 @@ def _benchmarks(folder: Path | None) -> list[dict[str, Any]]:
     return out
 
 
-def collect(*, reports: Path, registry: Path | None, benchmarks: Path | None) -> dict[str, Any]:
+def collect(*, reports: Path, registry: str | Path | None, benchmarks: Path | None) -> dict[str, Any]:
     """Headline figures and links of one run (paths relative to ``reports``)."""
     reports = Path(reports)
     links: dict[str, str | None] = {}
@@ -250,9 +250,11 @@ def collect(*, reports: Path, registry: Path | None, benchmarks: Path | None) ->
             "champion": reg.get("champion_after"),
         }
         if registry is not None and reg.get("version"):
-            card = Path(registry) / "versions" / str(reg["version"]) / "model_card.md"
-            if card.is_file():
-                card_md = card.read_text(encoding="utf-8")
+            from pipelines import storage  # the registry may be an s3:// prefix
+
+            card = storage.join(str(registry), "versions", str(reg["version"]), "model_card.md")
+            if storage.exists(card):
+                card_md = storage.read_bytes(card).decode("utf-8")
     if decision:
         retrain = decision.get("retrain")
         head["drift"] = {
@@ -474,7 +476,7 @@ def write_run_report(
     from pipelines import storage
 
     reports, out = Path(reports), Path(out)
-    data = collect(reports=reports, registry=Path(registry) if registry else None,
+    data = collect(reports=reports, registry=str(registry) if registry else None,
                    benchmarks=Path(benchmarks) if benchmarks else None)  # fmt: skip
     card_file = out.parent / "model_card.html"  # always written: a DVC output of the report stage
     if data["model_card_md"]:

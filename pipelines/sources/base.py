@@ -65,12 +65,19 @@ def count_data_lines(data: bytes) -> int:
 
 
 def read_csv_strings(
-    data: bytes, *, path: str, delimiter: str = ",", null_values: list[str] | None = None
+    data: bytes,
+    *,
+    path: str,
+    delimiter: str = ",",
+    null_values: list[str] | None = None,
+    typed: dict[str, pa.DataType] | None = None,
 ) -> tuple[pa.Table, list[tuple[int | None, str]]]:
-    """Read CSV bytes with every column as a string; lines with the wrong field count are returned.
+    """Read CSV bytes; lines with the wrong field count are returned, not parsed.
 
-    Reading everything as text keeps a wrong value in one row from failing the whole file: each value
-    is coerced and checked per row later. An empty value (or NULL/NA) is a missing value.
+    With ``typed`` (column -> Arrow type), a clean file is parsed straight to those types by Arrow's
+    parallel converter (the fast path). If any value does not convert, the file is read again with every
+    column as a string, so that a wrong value in one row cannot fail the whole file: each value is then
+    coerced and checked per row. An empty value (or NULL/NA) is a missing value.
     """
     if not data[:65536].strip() and not data.strip():
         raise FileRejected("empty_file", f"{path}: the file is empty (no header); nothing to load", 0)
@@ -90,20 +97,38 @@ def read_csv_strings(
         malformed.append((row.number, row.text))
         return "skip"
 
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(use_threads=True, block_size=16 << 20),
-        parse_options=pacsv.ParseOptions(
-            delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in columns},
-            strings_can_be_null=True,
-            null_values=null_values if null_values is not None else ["", "NULL", "null", "NaN", "nan", "N/A"],
-            quoted_strings_can_be_null=True,
-        ),
-    )
-    return table, malformed
+    def read(types: dict[str, pa.DataType]) -> pa.Table:
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(use_threads=True, block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                strings_can_be_null=True,
+                null_values=null_values
+                if null_values is not None
+                else ["", "NULL", "null", "NaN", "nan", "N/A"],
+                quoted_strings_can_be_null=True,
+            ),
+        )
+
+    as_text = {c: pa.string() for c in columns}
+    if typed:
+        try:
+            return read({**as_text, **{c: t for c, t in typed.items() if c in as_text}}), malformed
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            malformed.clear()  # some value does not convert: the per-row path below finds which
+    return read(as_text), malformed
+
+
+def arrow_types(schema: SchemaConfig) -> dict[str, pa.DataType]:
+    """Arrow types of the contract columns for the typed fast path (strings stay strings)."""
+    kinds = {"float": pa.float64(), "int": pa.int64(), "timestamp": pa.timestamp("us", tz="UTC")}
+    types = {c.name: kinds[c.type] for c in schema.columns if c.type in kinds}
+    ts = pa.timestamp("us", tz="UTC")
+    return {**types, "event_time": ts, "label_time": ts, "label": pa.int64()}
 
 
 class CsvAdapter:
@@ -119,7 +144,9 @@ class CsvAdapter:
 
     def read(self, path: str) -> RawBatch:
         data = storage.read_bytes(path)
-        table, malformed = read_csv_strings(data, path=path, delimiter=self.delimiter)
+        table, malformed = read_csv_strings(
+            data, path=path, delimiter=self.delimiter, typed=arrow_types(self.schema)
+        )
         check_required(table, self.schema, path=path, rows=table.num_rows + len(malformed))
         return RawBatch(
             table=select_contract(table, self.schema), malformed=malformed, file_date=date_in_name(path)
