@@ -22,7 +22,7 @@ with DAG(
 
 Scheduled on the Asset `loopline_lake`. Runs the DVC stages `predict` and `monitor` in this run's
 workspace (the lake hard-linked read-only). The monitor stage writes the Evidently report, a JSON summary
-and `reports/monitor/decision.json`; when the decision says *retrain*, the task `drift_event` emits the
+and `reports/monitor/latest/decision.json`; when the decision says *retrain*, the task `drift_event` emits the
 Asset `loopline_drift`, which triggers `loopline_retrain`.
 
 Until `predict`/`monitor` exist in `dvc.yaml` their tasks are skipped and no drift event is emitted.
@@ -34,4 +34,6 @@ Until `predict`/`monitor` exist in `dvc.yaml` their tasks are skipped and no dri
         """Emit the drift Asset when the monitor's decision.json says retrain (skipped otherwise)."""
         return emit_drift_if_decided(context)
 
-    dvc_stage("predict", data="lake") >> dvc_stage("monitor") >> drift_event()
+    # predict: the lake and the registry's champion in, predictions out (shared, they accumulate);
+    # monitor: its cool-down state and decision are shared (loopline_retrain reads the decision).
+    dvc_stage("predict", data="predict") >> dvc_stage("monitor", data="monitor") >> drift_event()

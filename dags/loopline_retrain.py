@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, chain
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
 from loopline_dvc import DEFAULT_ARGS, DRIFT_ASSET_NAME, dvc_stage
 
 with DAG(
@@ -21,18 +21,12 @@ with DAG(
     doc_md="""
 ### loopline_retrain
 
-Triggered by a cron (Monday 03:00 UTC) **or** the Asset `loopline_drift`. Runs, in its own workspace:
-`retrain` (warm start from the champion) → `evaluate` (promotion gate) → `quantize` (TFLite) →
-`registry` (moves the aliases atomically). Stages not yet in `dvc.yaml` are skipped.
+Triggered by a cron (Monday 03:00 UTC) **or** the Asset `loopline_drift`. Runs, in its own workspace, the
+DVC stage `retrain`: warm start from the champion → evaluation → promotion gate → registry (aliases moved
+atomically) → TFLite, driven by the monitor's latest `decision.json` (no retrain: a cheap "skipped" report).
+The registry (with the retrain watermark) is published back to the shared registry.
 """,
 ) as dag:
-    # One line per stage; slots for stages still being built are skipped until they exist.
-    chain(
-        dvc_stage("sample", data="lake"),
-        dvc_stage("label"),
-        dvc_stage("features"),
-        dvc_stage("retrain"),
-        dvc_stage("evaluate"),
-        dvc_stage("quantize"),
-        dvc_stage("registry"),
-    )
+    # The retrain stage does the whole loop itself (warm start, evaluation, gate, registry, quantization),
+    # from the shared lake, registry and the monitor's decision; it publishes the registry and its report.
+    dvc_stage("retrain", data="retrain", optional=False)

@@ -38,14 +38,15 @@ workspace's `params.yaml`, validated, and recorded in `airflow_run.json`, so the
 Stages not yet in `dvc.yaml` are skipped (grey in the grid): add a stage there and it runs here.
 """,
 ) as dag:
-    # One line per stage, in order. The ones below `features` are slots for stages still being built.
+    # One line per stage, in dvc.yaml's order (quantize reads register's report). `data=` names the shared
+    # folders a stage reads or publishes: the lake in, best_params.json and the registry out.
     chain(
         dvc_stage("sample", data="lake"),
         dvc_stage("label"),
         dvc_stage("features"),
-        dvc_stage("tune"),
+        dvc_stage("tune", data="tune"),
         dvc_stage("train"),
         dvc_stage("evaluate"),
-        dvc_stage("quantize"),
-        dvc_stage("registry"),
+        dvc_stage("register", data="register"),
+        dvc_stage("quantize", data="registry"),
     )

@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("etl_interval", "lake", None)
+DATA_KINDS = ("etl_interval", "lake", "tune", "register", "registry", "predict", "monitor", "retrain", None)
 
 
 def run_date(context: Any) -> str:
@@ -69,7 +69,47 @@ def _bindings(
             ),
             lw.Binding("data/quarantine", "quarantine", select=lambda rel: False, publish=True),
         ]
+    # Hand-offs between DAGs: the registry, predictions and a few reports live in shared folders too.
+    lake = lw.Binding("data/lake", "lake", link=True)
+    registry = lw.Binding("models/registry", "registry", symlink=True)  # its own atomic alias protocol
+    if data == "tune":  # best_params.json, read by later retrains
+        return [lw.Binding("reports/tuning", "reports", sub="tuning", select=_no_seed, publish=True)]
+    if (
+        data == "register"
+    ):  # the gate reads the current champion; register.json tells predict a version exists
+        return [
+            registry,
+            lw.Binding("reports/registry", "reports", sub="registry", select=_no_seed, publish=True),
+        ]
+    if data == "registry":  # quantize: attaches the TFLite variants to the version just registered
+        return [registry]
+    if data == "predict":
+        return [
+            lake,
+            registry,
+            lw.Binding("reports/registry", "reports", sub="registry"),
+            lw.Binding("data/predictions", "predictions", publish=True),
+        ]
+    if data == "monitor":  # the cool-down state and window history accumulate; the decision is handed on
+        return [lw.Binding("reports/monitor", "reports", sub="monitor", publish=True)]
+    if data == "retrain":
+        return [
+            lake,
+            registry,  # the champion to warm-start from; the watermark (retrain_state.json) lives here
+            lw.Binding(
+                "reports/monitor", "reports", sub="monitor", select=lambda rel: rel == "latest/decision.json"
+            ),
+            lw.Binding(
+                "reports/tuning", "reports", sub="tuning", select=lambda rel: rel == "best_params.json"
+            ),
+            lw.Binding("reports/retrain", "reports", sub="retrain", select=_no_seed, publish=True),
+        ]
     raise ValueError(f"data={data!r}: expected one of {DATA_KINDS}")
+
+
+def _no_seed(rel: str) -> bool:
+    """Seed nothing: a folder the stage only writes (and publishes)."""
+    return False
 
 
 class DvcStageOperator(BaseOperator):
@@ -168,7 +208,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def emit_drift_if_decided(
-    context: Any, *, decision_file: str = "reports/monitor/decision.json"
+    context: Any, *, decision_file: str = "reports/monitor/latest/decision.json"
 ) -> dict[str, Any]:
     """Read the monitor stage's retrain decision in the run's workspace; skip unless it says retrain.
 

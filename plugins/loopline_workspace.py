@@ -45,7 +45,18 @@ PROJECT_ENV = "LOOPLINE_PROJECT_DIR"
 RUNS_ENV = "LOOPLINE_RUNS_DIR"
 VENV_ENV = "LOOPLINE_PIPELINE_VENV"
 KEEP_ENV = "LOOPLINE_KEEP_WORKSPACES"
-SHARED_ENV = {"landing": "LOOPLINE_LANDING", "lake": "LOOPLINE_LAKE", "quarantine": "LOOPLINE_QUARANTINE"}
+SHARED_ENV = {
+    "landing": "LOOPLINE_LANDING",
+    "lake": "LOOPLINE_LAKE",
+    "quarantine": "LOOPLINE_QUARANTINE",
+    # Handed from one DAG to the next: the model registry (train/retrain -> monitor), the accumulated
+    # predictions (monitor), and the reports another DAG reads (register.json, the monitor's decision).
+    "registry": "LOOPLINE_REGISTRY",
+    "predictions": "LOOPLINE_PREDICTIONS",
+    "reports": "LOOPLINE_REPORTS",
+}
+# Where a shared folder lives when its variable is unset (relative to the project): the paths `dvc repro` uses.
+SHARED_DEFAULT = {"registry": "models/registry", "reports": "reports"}
 RUN_RECORD = "airflow_run.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -67,7 +78,10 @@ class Settings:
         project = Path(env.get(PROJECT_ENV) or Path(__file__).resolve().parents[1]).resolve()
         venv = Path(env.get(VENV_ENV) or project / ".venv").resolve()
         runs = Path(env.get(RUNS_ENV) or project / "runs").resolve()
-        shared = {k: Path(env.get(v) or project / "data" / k).resolve() for k, v in SHARED_ENV.items()}
+        shared = {
+            k: Path(env.get(v) or project / SHARED_DEFAULT.get(k, f"data/{k}")).resolve()
+            for k, v in SHARED_ENV.items()
+        }
         keep = int(env.get(KEEP_ENV, "10"))
         if keep < 1:
             raise ValueError(f"{KEEP_ENV}={keep}: keep at least 1 workspace per DAG")
@@ -318,21 +332,38 @@ class Binding:
     """A workspace path (``data/lake``) bound to a shared folder (``lake``).
 
     ``select(rel_path) -> bool`` filters what is seeded; ``link`` hard-links instead of copying (for inputs
-    the stage only reads); ``publish`` applies the stage's changes back to the shared folder.
+    the stage only reads); ``publish`` applies the stage's changes back to the shared folder. ``sub`` binds a
+    subfolder of the shared folder (``reports`` + ``monitor``). ``symlink`` makes the workspace path a
+    symlink to the shared folder itself, for state with its own atomic-update protocol that no DVC stage
+    declares (the model registry: concurrent writers meet its generation check, not a last-copy-wins publish).
     """
 
     workspace_path: str
     shared: str
+    sub: str = ""
     select: Callable[[str], bool] | None = None
     link: bool = False
     publish: bool = False
     required: bool = False
     select_doc: str = ""
+    symlink: bool = False
     _before: dict[str, str] = field(default_factory=dict, repr=False)
 
     def seed(self, ws: Path, settings: Settings) -> int:
-        src, dst = settings.shared[self.shared], ws / self.workspace_path
-        if dst.exists():
+        src, dst = settings.shared[self.shared] / self.sub, ws / self.workspace_path
+        if self.symlink:
+            if dst.is_symlink() or dst.is_file():
+                dst.unlink()
+            elif dst.exists():
+                shutil.rmtree(dst)
+            src.mkdir(parents=True, exist_ok=True)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src, target_is_directory=True)
+            log.info("linked %s -> %s", self.workspace_path, src)
+            return 0
+        if dst.is_symlink():
+            dst.unlink()
+        elif dst.exists():
             shutil.rmtree(dst)
         dst.mkdir(parents=True)
         n = 0
@@ -358,7 +389,7 @@ class Binding:
         return n
 
     def publish_changes(self, ws: Path, settings: Settings) -> dict[str, list[str]]:
-        src, dst = ws / self.workspace_path, settings.shared[self.shared]
+        src, dst = ws / self.workspace_path, settings.shared[self.shared] / self.sub
         after = _snapshot(src, content=True)
         written = sorted(rel for rel, sig in after.items() if self._before.get(rel) != sig)
         deleted = sorted(set(self._before) - set(after))

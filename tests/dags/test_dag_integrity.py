@@ -65,9 +65,10 @@ def _chain(dag) -> list[str]:
 def test_stage_order(dagbag):
     assert _chain(dagbag.dags["loopline_etl"]) == ["etl", "validate"]
     assert _chain(dagbag.dags["loopline_train"]) == [
-        "sample", "label", "features", "tune", "train", "evaluate", "quantize", "registry",
+        "sample", "label", "features", "tune", "train", "evaluate", "register", "quantize",
     ]  # fmt: skip
     assert _chain(dagbag.dags["loopline_monitor"]) == ["predict", "monitor", "drift_event"]
+    assert _chain(dagbag.dags["loopline_retrain"]) == ["retrain"]
 
 
 def test_train_params_form_is_validated(dagbag):
