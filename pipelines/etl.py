@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import re
 import time
@@ -239,7 +240,7 @@ def check_rows(
     typed["label"] = pc.cast(label, pa.int8(), safe=False)
     keep = pa.array(~bad_any)
     valid_tbl = pa.table(typed).filter(keep).cast(lake_schema(schema))
-    rejected = _as_strings(table).filter(pa.array(bad_any))
+    rejected = _as_strings(table.filter(pa.array(bad_any)))  # convert only the rejected rows
     rejected = rejected.append_column("_reason", pa.array(first[bad_any].tolist(), pa.string()))
     rejected = rejected.append_column("_reasons", pa.array(every[bad_any].tolist(), pa.string()))
     return CheckResult(valid=valid_tbl, rejected=rejected, reasons=counts)
@@ -548,8 +549,8 @@ def run_etl(
         )
 
     merged = {**index, **new_index}
-    if merged != index:
-        storage.write_json(index_loc, merged)
+    if merged != index:  # compact: read and written on every run, its size grows with the history
+        storage.write_bytes(index_loc, json.dumps(merged, separators=(",", ":"), sort_keys=True).encode())
 
     by_reason: Counter[str] = Counter()
     for r in reports:
