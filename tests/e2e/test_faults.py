@@ -35,7 +35,7 @@ from pipelines.sources.base import count_data_lines
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("s3")]
-DAYS = 8  # landing files in the big data set
+DAYS = 12  # landing files in the big data set
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,8 +147,8 @@ def _wait_for(predicate: Any, proc: subprocess.Popen[bytes], timeout: float = 18
 # Session scope: xdist may interleave this module with others in one worker, which would rebuild module ones.
 @pytest.fixture(scope="session")
 def big_landing(tmp_path_factory, params) -> Path:
-    """8 days x 15,000 rows with bad records: enough for a run to be killed between its first parts."""
-    cfg = params.synthetic.model_copy(update={"days": DAYS, "rows_per_day": 15_000})
+    """12 days x 30,000 rows with bad records: enough for a run to be killed between its first parts."""
+    cfg = params.synthetic.model_copy(update={"days": DAYS, "rows_per_day": 30_000})
     cfg = cfg.model_copy(update={"bad_records": cfg.bad_records.model_copy(update={"enabled": True})})
     landing = tmp_path_factory.mktemp("faults") / "landing"
     generate_landing(cfg, out=str(landing), seed=11, progress=False)
@@ -188,7 +188,7 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(
         for kill_at in (1, 4):  # two kills, each after more partitions exist, at a random moment
             proc = _start(cmd, env, log)
             assert _wait_for(lambda n=kill_at: parts() >= n, proc), log.read_text()[-3000:]
-            time.sleep(rng.uniform(0.0, 0.4))
+            time.sleep(rng.uniform(0.0, 0.15))
             os.kill(proc.pid, signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL, (
                 "the ETL finished before the kill: give it more data"
