@@ -17,6 +17,7 @@ import pendulum
 import pytest
 import yaml
 from conftest import PIPELINE_VENV, _git, make_landing
+from tiny_params import shrink_for_wiring
 
 DAYS, ROWS, LAST = 45, 600, "2025-02-14"
 
@@ -24,14 +25,7 @@ DAYS, ROWS, LAST = 45, 600, "2025-02-14"
 def _shrink_params(project: Path) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    params["validation"]["min_rows_per_partition"] = 100
-    params["tune"].update({"n_trials": 3, "timeout_s": 60, "num_boost_round": 40})
-    params["train"]["keras"].update({"epochs": 2, "hidden_units": [32, 16]})
-    params["train"]["keras"]["distillation"]["compare"] = False
-    params["train"]["xgboost"]["num_boost_round"] = 60
-    params["gate"].update(
-        {"require_behavioural": False, "baseline_margin": 0.0}
-    )  # tiny models: let one through
+    shrink_for_wiring(params, days=DAYS, rows_per_day=ROWS)
     # The drift from 2025-02-10 moves `amount`, a feature a 60-tree model barely uses (importance share ~0.02):
     # any drifted importance triggers here, so the chain takes the drift -> retrain path end to end.
     params["monitor"]["policy"]["importance_threshold"] = 0.0

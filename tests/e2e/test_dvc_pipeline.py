@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_params import shrink_for_wiring
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
@@ -48,16 +49,7 @@ def project(tmp_path_factory) -> Path:
     proj = tmp_path_factory.mktemp("project")
     _copy_project(proj)
     params = yaml.safe_load((proj / "params.yaml").read_text())
-    # tiny data and budgets: this checks the wiring, not the models
-    params["synthetic"].update({"days": 45, "rows_per_day": 600})
-    params["validation"]["min_rows_per_partition"] = 100
-    params["tune"].update({"n_trials": 3, "timeout_s": 60, "num_boost_round": 40})
-    params["train"]["keras"].update({"epochs": 2, "hidden_units": [32, 16]})
-    params["train"]["keras"]["distillation"]["compare"] = False
-    params["train"]["xgboost"]["num_boost_round"] = 60
-    params["gate"].update(
-        {"require_behavioural": False, "baseline_margin": 0.0}
-    )  # tiny models: let one through
+    shrink_for_wiring(params)  # tiny data and budgets: this checks the wiring, not the models
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_params import shrink_for_wiring
 
 from pipelines import storage
 
@@ -35,15 +36,8 @@ pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.xdist_group("s3")]
 def _small_params(tmp: Path) -> Path:
     """params.yaml with budgets shrunk for a 45 x 600-row lake; the Optuna study in a local sqlite file."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["synthetic"].update(days=DAYS, rows_per_day=ROWS_PER_DAY)
-    p["validation"]["min_rows_per_partition"] = 100
-    p["tune"].update(
-        n_trials=3, timeout_s=60, num_boost_round=40, workers=1, storage=f"sqlite:///{tmp / 'study.db'}"
-    )
-    p["train"]["keras"].update(epochs=2, hidden_units=[32, 16])
-    p["train"]["keras"]["distillation"]["compare"] = False
-    p["train"]["xgboost"]["num_boost_round"] = 60
-    p["gate"].update(require_behavioural=False, baseline_margin=0.0)
+    shrink_for_wiring(p, days=DAYS, rows_per_day=ROWS_PER_DAY)
+    p["tune"].update(workers=1, storage=f"sqlite:///{tmp / 'study.db'}")
     p["quantize"]["variants"] = ["float32", "dynamic_range"]
     p["quantize"]["default_variant"] = "dynamic_range"
     out = tmp / "params.yaml"
