@@ -39,6 +39,7 @@ from pipelines.config import ColumnSpec, FeaturesConfig, Params, SchemaConfig
 
 __all__ = [
     "FeatureBuild",
+    "aggregate_arrays",
     "aggregate_columns",
     "build_features",
     "entity_aggregates",
@@ -110,49 +111,89 @@ def entity_aggregates(
             raise KeyError(
                 f"entity_aggregates: column {c!r} is missing from the events (have {list(events.columns)})"
             )
-    n = len(events)
-    secs = [parse_window(w) for w in windows]
-    t = epoch_us(events["event_time"])
     codes, _ = pd.factorize(events[entity_key])
-    codes = codes.astype(np.int64)
+    value = (
+        pd.to_numeric(events[value_column], errors="coerce").to_numpy(dtype=np.float64) if value_column else None
+    )
+    out = aggregate_arrays(
+        epoch_us(events["event_time"]), codes, value, entity_key=entity_key, windows=windows,
+        value_column=value_column,
+    )  # fmt: skip
+    frame = pd.DataFrame(out)
+    frame.insert(0, "event_id", events["event_id"].to_numpy())
+    return frame
+
+
+def aggregate_arrays(
+    t_us: np.ndarray,
+    codes: np.ndarray,
+    value: np.ndarray | None,
+    *,
+    entity_key: str,
+    windows: Sequence[str],
+    value_column: str | None = None,
+    rows: np.ndarray | slice | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`entity_aggregates` on plain arrays: event times (int64 epoch µs), entity codes (int, negative
+    for a missing key) and the value (float64, NaN missing). ``rows`` picks the events whose aggregates are
+    returned (all by default): a batch scorer passes its own rows and history events only count.
+
+    Every search runs on sorted queries (cache-friendly): times are ranked once in time order, and
+    (entity, time rank) is one sortable int64 key whatever the time span and the number of entities.
+    """
+    n = len(t_us)
+    t = np.asarray(t_us, dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64).copy()
     lone = codes < 0
-    codes[lone] = codes.max(initial=-1) + 1 + np.arange(int(lone.sum()))
-    order = np.lexsort((t, codes))
-    g, ts = codes[order], t[order]
-    # Rank-compress every time we compare (event times and window starts) so that (group, time) fits one
-    # sortable int64 key whatever the time span and the number of entities.
-    starts = [ts - s * 1_000_000 for s in secs]
-    # np.unique without return flags takes numpy 2.4's hash path: ~80x slower than sort + diff on int64
-    grid = np.sort(np.concatenate([ts, *starts])) if n else np.zeros(0, dtype=np.int64)
-    grid = grid[np.concatenate([[True], grid[1:] != grid[:-1]])] if n else grid
+    if lone.any():
+        codes[lone] = codes.max(initial=-1) + 1 + np.arange(int(lone.sum()))
+    secs = [parse_window(w) for w in windows]
+    by_time = np.argsort(t, kind="stable")
+    tt = t[by_time]
+    new_t = np.empty(n, dtype=bool)
+    new_t[:1] = True
+    np.not_equal(tt[1:], tt[:-1], out=new_t[1:])
+    grid = tt[new_t]  # distinct times, ascending
     width = np.int64(len(grid) + 1)
-    key = g * width + np.searchsorted(grid, ts)
-    hi = np.searchsorted(key, key, side="left")  # first event of the group at the same time: ties excluded
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_time] = np.cumsum(new_t) - 1
+    key = codes * width + rank
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    g, ts = codes[order], t[order]
+    new_k = np.empty(n, dtype=bool)
+    new_k[:1] = True
+    np.not_equal(ks[1:], ks[:-1], out=new_k[1:])
+    # first event of the group at the same time: ties excluded
+    hi = np.maximum.accumulate(np.where(new_k, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
+    pick = np.empty(n, dtype=np.int64)
+    pick[order] = np.arange(n)  # event -> its position in (entity, time) order
+    pick = pick if rows is None else pick[rows]
+    hi_p = hi[pick]
     out: dict[str, np.ndarray] = {}
-    if value_column:
-        v = pd.to_numeric(events[value_column], errors="coerce").to_numpy(dtype=np.float64)[order]
+    if value is not None:
+        v = np.asarray(value, dtype=np.float64)[order]
         present = ~np.isnan(v)
         csum = np.concatenate([[0.0], np.cumsum(np.where(present, v, 0.0))])
         cnum = np.concatenate([[0], np.cumsum(present)])
-    for w, start in zip(windows, starts, strict=True):
-        lo = np.searchsorted(key, g * width + np.searchsorted(grid, start), side="left")
-        out[f"{entity_key}__n_{w}"] = (hi - lo).astype(np.float64)
-        if value_column:
-            total = csum[hi] - csum[lo]
-            k = cnum[hi] - cnum[lo]
+    start_rank = np.empty(n, dtype=np.int64)
+    for w, s in zip(windows, secs, strict=True):
+        # window starts in time order are ascending: rank each against the distinct times
+        start_rank[by_time] = np.searchsorted(grid, tt - s * 1_000_000, side="left")
+        query = (codes * width + start_rank)[order]  # ascending in (entity, time) order
+        lo = np.searchsorted(ks, query, side="left")[pick]
+        out[f"{entity_key}__n_{w}"] = (hi_p - lo).astype(np.float64)
+        if value is not None:
+            total = csum[hi_p] - csum[lo]
+            k = cnum[hi_p] - cnum[lo]
             out[f"{entity_key}__sum_{value_column}_{w}"] = total
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[f"{entity_key}__mean_{value_column}_{w}"] = np.where(
-                    k > 0, total / np.maximum(k, 1), np.nan
-                )
-    prev = hi - 1
-    has_prev = (prev >= 0) & (g[np.maximum(prev, 0)] == g)
-    out[f"{entity_key}__secs_since_prev"] = np.where(has_prev, (ts - ts[np.maximum(prev, 0)]) / 1e6, np.nan)
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.arange(n)
-    frame = pd.DataFrame({name: col[inverse] for name, col in out.items()})
-    frame.insert(0, "event_id", events["event_id"].to_numpy())
-    return frame
+                out[f"{entity_key}__mean_{value_column}_{w}"] = np.where(k > 0, total / np.maximum(k, 1), np.nan)
+    prev = hi_p - 1
+    safe = np.maximum(prev, 0)
+    has_prev = (prev >= 0) & (g[safe] == g[pick])
+    out[f"{entity_key}__secs_since_prev"] = np.where(has_prev, (ts[pick] - ts[safe]) / 1e6, np.nan)
+    return out
 
 
 # --------------------------------------------------------------------------- fitting
@@ -565,7 +606,14 @@ def report_html(report: Mapping[str, Any]) -> str:
 
 def load_history(lake: str, *, start: dt.datetime, end: dt.datetime, columns: list[str]) -> pd.DataFrame:
     """Lake events with ``start <= event_time <= end`` (the partitions overlapping it), given columns."""
+    table = history_table(lake, start=start, end=end, columns=columns)
+    return table.to_pandas() if table is not None else pd.DataFrame(columns=columns)
+
+
+def history_table(lake: str, *, start: dt.datetime, end: dt.datetime, columns: list[str]) -> Any:
+    """:func:`load_history` as an Arrow table (None when no partition overlaps): no pandas conversion."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from pipelines.etl import lake_dates, read_partition
 
@@ -575,10 +623,14 @@ def load_history(lake: str, *, start: dt.datetime, end: dt.datetime, columns: li
     bar = tqdm(dates, desc="features: lake history", unit="partition", disable=len(dates) < 30)
     tables = [t for d in bar if (t := read_partition(lake, d, columns=columns)) is not None]
     if not tables:
-        return pd.DataFrame(columns=columns)
-    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
-    t = pd.to_datetime(frame["event_time"], utc=True)
-    return frame[(t >= start) & (t <= end)].reset_index(drop=True)
+        return None
+    table = pa.concat_tables(tables, promote_options="default")
+    t = table.column("event_time")
+    if pa.types.is_timestamp(t.type) and t.type.tz is not None:
+        lo, hi = (pa.scalar(x, type=t.type) for x in (start, end))
+        return table.filter(pc.and_(pc.greater_equal(t, lo), pc.less_equal(t, hi)))
+    frame_t = pd.to_datetime(t.to_pandas(), utc=True)  # naive or text times: pandas parses them
+    return table.filter(pa.array(((frame_t >= start) & (frame_t <= end)).to_numpy()))
 
 
 def run_features(

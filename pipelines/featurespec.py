@@ -9,6 +9,8 @@ which is why this module imports nothing beyond numpy (checked by a test).
 Inputs are a mapping ``column name -> 1-D array``. Values may arrive typed (float arrays, datetime64,
 strings from a DataFrame) or as raw text parsed from CSV (``"12.5"``, ``""``, ISO-8601 times): both give
 the same features. Missing values are ``None``, NaN, the empty string or ``NA``/``NaN``/``null`` text.
+A categorical column may also arrive dictionary-coded (:class:`Coded`: codes into a vocabulary, as Arrow
+and pandas hold it): its vocabulary is transformed once and gathered, with the same features as the text.
 
 Conventions, stable across versions of the same ``version`` number:
 
@@ -43,6 +45,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
+    "Coded",
     "SPEC_VERSION",
     "SpecError",
     "dumps_spec",
@@ -60,6 +63,7 @@ SPEC_VERSION = 1
 UNKNOWN = "__unknown__"
 MISSING_TOKEN = "\x1e"  # ASCII record separator (numpy strips a trailing NUL from str arrays)
 CROSS_SEP = "\x1f"
+_TILE_BYTES = 1 << 20  # transform fills its output in row tiles of about this size (cache-resident)
 _MISSING_TEXT = frozenset({"", "NA", "NaN", "nan", "NULL", "null", "None", "N/A", "<NA>"})
 _US_PER_DAY = 86_400_000_000
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -179,6 +183,32 @@ def loads_spec(text: str | bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------- input coercion
 
 
+class Coded:
+    """A categorical column as integer ``codes`` into ``vocab`` (a negative code is a missing value).
+
+    Batch scoring reads Arrow dictionary columns in this form: every text transform then runs on the
+    vocabulary (tens of values) instead of on every row, and the result is gathered by code.
+    """
+
+    def __init__(self, codes: np.ndarray, vocab: Any) -> None:
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.vocab = np.asarray(vocab, dtype=object)
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    def extended(self) -> tuple[np.ndarray, np.ndarray]:
+        """Codes with missing pointing at an extra ``None`` entry, and that extended vocabulary."""
+        vocab = np.empty(len(self.vocab) + 1, dtype=object)
+        vocab[:-1], vocab[-1] = self.vocab, None
+        return np.where(self.codes < 0, len(self.vocab), self.codes), vocab
+
+    def decode(self) -> np.ndarray:
+        """The plain values (object array, ``None`` for missing)."""
+        codes, vocab = self.extended()
+        return vocab[codes]
+
+
 def _text_missing(text: np.ndarray) -> np.ndarray:
     return np.isin(np.char.strip(text), list(_MISSING_TEXT)) if text.size else np.zeros(0, dtype=bool)
 
@@ -192,6 +222,9 @@ def _object_to_text(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def as_float(values: Any) -> np.ndarray:
     """Numbers as float64 with NaN for missing or unparsable values, from typed arrays or text."""
+    if isinstance(values, Coded):
+        codes, vocab = values.extended()
+        return as_float(vocab)[codes]
     arr = np.asarray(values).ravel()
     if arr.dtype.kind in "fiub":
         out = arr.astype(np.float64)
@@ -213,6 +246,10 @@ def as_float(values: Any) -> np.ndarray:
 
 def as_text(values: Any) -> tuple[np.ndarray, np.ndarray]:
     """Categories as a unicode array (missing -> ``MISSING_TOKEN``) and the missing mask."""
+    if isinstance(values, Coded):
+        codes, vocab = values.extended()
+        text, missing = as_text(vocab)
+        return text[codes], missing[codes]
     arr = np.asarray(values).ravel()
     if arr.dtype.kind == "O":
         text, missing = _object_to_text(arr)
@@ -237,6 +274,9 @@ def _parse_time_text(s: str) -> float:
 def as_epoch_us(values: Any) -> np.ndarray:
     """Times as epoch microseconds (float64, NaN for missing) from datetime64, int/float (already epoch
     microseconds), datetime objects or ISO-8601 text (naive times are UTC)."""
+    if isinstance(values, Coded):
+        codes, vocab = values.extended()
+        return as_epoch_us(vocab)[codes]
     arr = np.asarray(values)
     if arr.dtype.kind == "M":
         ints = arr.astype("datetime64[us]").astype(np.int64)
@@ -288,6 +328,20 @@ def _numeric(op: Mapping[str, Any], col: Any) -> list[np.ndarray]:
     return out
 
 
+def _category_index(values: Any, categories: list[str]) -> np.ndarray:
+    if isinstance(values, Coded):
+        codes, vocab = values.extended()
+        return _vocab_index(as_text(vocab)[0], categories)[codes]
+    return _vocab_index(as_text(values)[0], categories)
+
+
+def _cross_text(texts: list[np.ndarray]) -> np.ndarray:
+    key = texts[0]
+    for t in texts[1:]:
+        key = np.char.add(np.char.add(key, CROSS_SEP), t)
+    return key
+
+
 class _Onehot:
     """A block of indicator columns given by the hot column of each row (never materialized as float64)."""
 
@@ -301,18 +355,30 @@ def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray
         return _numeric(op, columns[op["column"]])
     if kind == "onehot":
         cats = list(op["categories"])
-        idx = _vocab_index(as_text(columns[op["column"]])[0], cats)
+        idx = _category_index(columns[op["column"]], cats)
         return _Onehot(np.where(idx < 0, len(cats), idx), len(cats) + 1)  # unknown slot is the last column
     if kind == "ordinal":
-        idx = _vocab_index(as_text(columns[op["column"]])[0], list(op["categories"]))
+        idx = _category_index(columns[op["column"]], list(op["categories"]))
         return [(idx + 1).astype(np.float64)]
     if kind == "hash":
-        texts = [as_text(columns[c])[0] for c in op["columns"]]
-        key = texts[0]
-        for t in texts[1:]:
-            key = np.char.add(np.char.add(key, CROSS_SEP), t)
         buckets = int(op["buckets"])
-        idx = (stable_hash(key, "_x_".join(op["columns"])) % np.uint64(buckets)).astype(np.int64)
+        salt = "_x_".join(op["columns"])
+        inputs = [columns[c] for c in op["columns"]]
+        if all(isinstance(c, Coded) for c in inputs):
+            # hash each distinct combination of codes once (a cross of small vocabularies stays small)
+            combo = np.zeros(len(inputs[0]), dtype=np.int64)
+            for c in inputs:
+                codes, vocab = c.extended()
+                combo = combo * len(vocab) + codes
+            uniq, inverse = np.unique(combo, return_inverse=True)
+            parts = []
+            for c in reversed(inputs):
+                codes, vocab = c.extended()
+                parts.append(as_text(vocab)[0][uniq % len(vocab)])
+                uniq = uniq // len(vocab)
+            idx = (stable_hash(_cross_text(parts[::-1]), salt) % np.uint64(buckets)).astype(np.int64)
+            return _Onehot(idx[inverse.ravel()], buckets)
+        idx = (stable_hash(_cross_text([as_text(c)[0] for c in inputs]), salt) % np.uint64(buckets)).astype(np.int64)
         return _Onehot(idx, buckets)
     if kind == "cyclical":
         us = as_epoch_us(columns[op["column"]])
@@ -348,20 +414,30 @@ def transform(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
         raise SpecError(f"transform: input columns have different lengths {lengths}; pass whole rows")
     n = next(iter(lengths.values())) if lengths else 0
     names = spec["feature_names"]
-    out = np.zeros((n, len(names)), dtype=np.float32)
+    blocks: list[tuple[int, list[np.ndarray] | _Onehot]] = []
     at = 0
-    rows = np.arange(n)
     for op in spec["transforms"]:
         block = _apply(op, columns)
         width = block.width if isinstance(block, _Onehot) else len(block)
         if at + width > len(names):
             break
-        if isinstance(block, _Onehot):
-            out[rows, at + block.index] = 1.0
-        else:
-            for j, col in enumerate(block):
-                out[:, at + j] = col
+        blocks.append((at, block))
         at += width
+    out = np.empty((n, len(names)), dtype=np.float32)
+    # Fill the row-major matrix one tile of rows at a time: a column written down a whole chunk touches
+    # a cache line per row; within a tile the lines stay in cache. Every cell is written exactly once
+    # (one-hot blocks zeroed first), so the matrix is never zero-filled as a whole.
+    tile = max(1, _TILE_BYTES // max(4 * len(names), 1))
+    for lo in range(0, n, tile):
+        hi = min(n, lo + tile)
+        view = out[lo:hi]
+        for start, block in blocks:
+            if isinstance(block, _Onehot):
+                view[:, start : start + block.width] = 0.0
+                view[np.arange(hi - lo), start + block.index[lo:hi]] = 1.0
+            else:
+                for j, col in enumerate(block):
+                    view[:, start + j] = col[lo:hi]
     if at != len(names) or at != sum(len(_op_names(op)) for op in spec["transforms"]):
         raise SpecError(
             f"transform: the transforms produce {sum(len(_op_names(op)) for op in spec['transforms'])} features "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,9 @@ import pandas as pd
 
 from pipelines.config import Params, PredictConfig
 
-__all__ = ["LoadedModel", "PredictError", "load_model", "resolve_dates", "run_predict", "score_partition"]
+__all__ = [
+    "LoadedModel", "PredictError", "iter_scored", "load_model", "resolve_dates", "run_predict", "score_partition",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +186,35 @@ def score_partition(
     """Predictions for one lake partition as an Arrow table (pure apart from reading the lake)."""
     import pyarrow as pa
 
+    batches = list(iter_scored(lake, date, model=model, params=params, cfg=cfg, progress=progress))
+    return pa.Table.from_batches(batches)
+
+
+def iter_scored(
+    lake: str,
+    date: str,
+    *,
+    model: LoadedModel,
+    params: Params,
+    cfg: PredictConfig,
+    progress: bool = True,
+) -> Iterator[Any]:
+    """Predictions for one lake partition as Arrow record batches of at most ``cfg.chunk_rows`` rows.
+
+    Arrow to numpy without pandas: categorical inputs go to the spec dictionary-coded (each distinct
+    value transformed once). The model scores chunk ``i`` on its own threads (XGBoost, TFLite and
+    TensorFlow release the GIL) while chunk ``i + 1`` is read and transformed and chunk ``i - 1`` is
+    consumed (encoded by :func:`pipelines.storage.write_parquet_batches`): the model's time overlaps the
+    rest instead of adding to it.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
     from pipelines import featurespec as fs
     from pipelines import storage
     from pipelines.etl import partition_path
-    from pipelines.features import (
-        aggregate_columns,
-        entity_aggregates,
-        load_history,
-        parse_window,
-    )
+    from pipelines.features import aggregate_arrays, aggregate_columns, history_table, parse_window
 
     spec = model.spec
     key = params.schema.entity_key
@@ -204,7 +226,8 @@ def score_partition(
     if not parts:
         raise PredictError(f"{partition_path(lake, date)}: no parquet parts to score")
     narrow = ["event_id", "event_time", key, *([value] if value else [])]
-    aggregates: pd.DataFrame | None = None
+    aggregates: dict[str, np.ndarray] | None = None
+    agg_ids: Any = None
     if agg_cols:
         if set(aggregate_columns(key, windows, value)) != set(agg_cols):
             raise PredictError(
@@ -217,48 +240,94 @@ def score_partition(
         fit_start = dt.datetime.fromisoformat(spec["fit"]["window"]["start"]) - max_window
         start = max(min(fit_start, day - max_window), day - dt.timedelta(days=cfg.lookback_days))
         before = day - dt.timedelta(microseconds=1)
-        history = load_history(lake, start=start, end=before, columns=narrow)
-        current = pa.concat_tables([storage.read_parquet(p, columns=narrow) for p in parts]).to_pandas()
-        events = pd.concat([history, current], ignore_index=True) if len(history) else current
-        aggs = entity_aggregates(events, entity_key=key, windows=windows, value_column=value)
-        aggregates = aggs.iloc[len(events) - len(current) :].reset_index(drop=True)
+        history = history_table(lake, start=start, end=before, columns=narrow)
+        current = pa.concat_tables(
+            [storage.read_parquet(p, columns=narrow) for p in parts], promote_options="default"
+        )
+        events = current if history is None else pa.concat_tables([history, current], promote_options="default")
+        n_hist = events.num_rows - current.num_rows
+        aggregates = aggregate_arrays(
+            _epoch_us(events.column("event_time")), _codes(events.column(key)),
+            _floats(events.column(value)) if value else None,
+            entity_key=key, windows=windows, value_column=value, rows=slice(n_hist, events.num_rows),
+        )  # fmt: skip
+        agg_ids = current.column("event_id")
+        del events, history, current
     extra = [c for c in cfg.extra_columns if c not in ("event_id", "event_time", key)]
     read_cols = list(dict.fromkeys(["event_id", "event_time", key, *inputs, *extra]))
     total = sum(_num_rows(p) for p in parts)
-    out: list[pa.RecordBatch] = []
-    agg_ids = aggregates["event_id"].to_numpy() if aggregates is not None else None
+    consts = [("model", model.name), ("model_version", model.version), ("spec_digest", spec["digest"])]
     offset = 0
+    scored = 0
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=f"predict {date}", unit="row", disable=not progress, leave=False) as bar:
+    def finish(batch: Any, keep: list[str], scores: np.ndarray) -> Any:
+        n = batch.num_rows
+        names = [*keep, "score", *(name for name, _ in consts)]
+        arrays = [*(batch.column(c) for c in keep), pa.array(scores, type=pa.float64()),
+                  *(pa.repeat(pa.scalar(v, type=pa.string()), n) for _, v in consts)]  # fmt: skip
+        bar.update(n)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    with (
+        tqdm(total=total, desc=f"predict {date}", unit="row", disable=not progress, leave=False) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-score") as pool,
+    ):
+        pending = None
         for p in parts:
             present = set(_schema_names(p))
             cols = [c for c in read_cols if c in present]
             for batch in storage.iter_parquet_batches(p, batch_size=cfg.chunk_rows, columns=cols):
                 n = batch.num_rows
-                columns = arrow_columns(batch, [c for c in fs.input_columns(spec) if c not in agg_cols])
-                if aggregates is not None and agg_ids is not None:
-                    ids = batch.column("event_id").to_numpy(zero_copy_only=False)
-                    if not np.array_equal(agg_ids[offset : offset + n], ids):
+                columns = arrow_columns(batch, inputs)
+                if aggregates is not None:
+                    if not pa.chunked_array([batch.column("event_id")]).equals(agg_ids.slice(offset, n)):
                         raise PredictError(f"{p}: rows changed while scoring (event ids out of step); re-run")
                     for c in agg_cols:
-                        columns[c] = aggregates[c].to_numpy()[offset : offset + n]
-                scores = model.predict_matrix(fs.transform(spec, columns))
+                        columns[c] = aggregates[c][offset : offset + n]
+                x = fs.transform(spec, columns)
                 keep = ["event_id", "event_time", key, *[c for c in extra if c in batch.schema.names]]
-                out.append(batch.select(keep).append_column("score", pa.array(scores, type=pa.float64())))
+                job = ((batch, keep), pool.submit(model.predict_matrix, x))
+                if pending is not None:
+                    scored += pending[0][0].num_rows
+                    yield finish(*pending[0], pending[1].result())
+                pending = job
                 offset += n
-                bar.update(n)
-    if not out:
+        if pending is not None:
+            scored += pending[0][0].num_rows
+            yield finish(*pending[0], pending[1].result())
+    if not scored:
         raise PredictError(f"{partition_path(lake, date)}: the partition has no rows to score")
-    result = pa.Table.from_batches(out)
-    n = result.num_rows
-    for name, value in (
-        ("model", model.name),
-        ("model_version", model.version),
-        ("spec_digest", spec["digest"]),
-    ):
-        result = result.append_column(name, pa.array([value] * n, type=pa.string()))
-    return result
+
+
+def _epoch_us(col: Any) -> np.ndarray:
+    """A timestamp (or time text) column as int64 epoch microseconds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_timestamp(col.type):
+        return pc.cast(pc.cast(col, pa.timestamp("us", tz=col.type.tz)), pa.int64()).to_numpy()
+    from pipelines.features import epoch_us
+
+    return epoch_us(col.to_pandas())
+
+
+def _codes(col: Any) -> np.ndarray:
+    """Entity codes of a key column (equal values, equal codes; null -> -1)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return pc.fill_null(pc.dictionary_encode(arr).indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _floats(col: Any) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.cast(col, pa.float64()).to_numpy()
 
 
 def _num_rows(loc: str) -> int:
@@ -274,14 +343,16 @@ def _num_rows(loc: str) -> int:
     )
 
 
-def arrow_columns(batch: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+def arrow_columns(batch: Any, names: Sequence[str]) -> dict[str, Any]:
     """Arrow columns as the arrays :func:`featurespec.transform` takes, without pandas: numbers as float64
-    (null -> NaN), timestamps as int64 epoch microseconds, strings through their dictionary (null -> "",
-    which the spec reads as missing). Gives the same features as ``features.frame_to_columns``."""
+    (null -> NaN), timestamps as int64 epoch microseconds, strings dictionary-coded
+    (:class:`featurespec.Coded`, null -> missing). Gives the same features as ``features.frame_to_columns``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    out: dict[str, np.ndarray] = {}
+    from pipelines.featurespec import Coded
+
+    out: dict[str, Any] = {}
     for name in names:
         col = batch.column(name)
         typ = col.type
@@ -292,9 +363,8 @@ def arrow_columns(batch: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
             out[name] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
         else:
             enc = pc.dictionary_encode(pc.cast(col, pa.string()) if not pa.types.is_dictionary(typ) else col)
-            vocab = np.array([*(str(v) for v in enc.dictionary.to_pylist()), ""], dtype=str)
-            idx = pc.fill_null(enc.indices, len(vocab) - 1).to_numpy(zero_copy_only=False)
-            out[name] = vocab[idx]
+            codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+            out[name] = Coded(codes, [str(v) for v in enc.dictionary.to_pylist()])
     return out
 
 
@@ -331,14 +401,22 @@ def run_predict(
     rows = 0
     for d in dates:
         t0 = time.perf_counter()
-        pred = score_partition(lake, d, model=loaded, params=params, cfg=cfg, progress=progress)
         loc = storage.join(out, f"date={d}", _part_name(loaded))
-        storage.write_parquet(loc, pred)
-        mean = pc.mean(pred.column("score")).as_py()
-        written[d] = {"file": loc, "rows": pred.num_rows, "seconds": round(time.perf_counter() - t0, 3),
-                      "mean_score": mean}  # fmt: skip
-        rows += pred.num_rows
-        log.info("predict: %s %d rows -> %s", d, pred.num_rows, loc)
+        sums = [0.0, 0]
+
+        def tally(batches: Iterator[Any]) -> Iterator[Any]:
+            for b in batches:
+                sums[0] += pc.sum(b.column("score")).as_py() or 0.0
+                sums[1] += b.num_rows
+                yield b
+
+        n = storage.write_parquet_batches(
+            loc, tally(iter_scored(lake, d, model=loaded, params=params, cfg=cfg, progress=progress))
+        )
+        written[d] = {"file": loc, "rows": n, "seconds": round(time.perf_counter() - t0, 3),
+                      "mean_score": sums[0] / sums[1] if sums[1] else None}  # fmt: skip
+        rows += n
+        log.info("predict: %s %d rows -> %s", d, n, loc)
     wall = time.perf_counter() - started
     return {
         "model": loaded.name,

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -252,6 +252,33 @@ def parquet_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
 
 def write_parquet(loc: str | Path, table: pa.Table, *, compression: str = "zstd") -> None:
     write_bytes(loc, parquet_bytes(table, compression=compression))
+
+
+def write_parquet_batches(
+    loc: str | Path, batches: Iterable[pa.RecordBatch], *, compression: str = "zstd"
+) -> int:
+    """Stream record batches into one Parquet file (a row group per batch), written atomically at the end
+    like :func:`write_parquet`; each batch is encoded as it arrives, so encoding overlaps the producer's
+    work. Returns the number of rows; raises ValueError on no batches (a Parquet file needs a schema)."""
+    sink = io.BytesIO()
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(
+                    sink, batch.schema, compression=None if compression == "none" else compression,
+                    write_statistics=True, store_schema=True,
+                )  # fmt: skip
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError(f"{loc}: no record batches to write")
+    write_bytes(loc, sink.getvalue())
+    return rows
 
 
 def sha256_of(loc: str | Path, chunk: int = 1 << 20) -> str:

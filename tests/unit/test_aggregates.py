@@ -96,3 +96,21 @@ def test_parse_window_rejects_bad_text():
     assert parse_window("7d") == 7 * 86400
     with pytest.raises(ValueError, match="'7w'"):
         parse_window("7w")
+
+
+def test_rows_subset_equals_the_same_rows_of_the_full_computation():
+    from pipelines.features import aggregate_arrays
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    t = rng.integers(0, 10 * 3600, n).astype(np.int64) * 1_000_000  # second resolution: ties
+    codes = rng.integers(-1, 40, n)  # -1: a missing key
+    value = np.where(rng.random(n) < 0.1, np.nan, rng.gamma(2.0, 30.0, n))
+    kw = {"entity_key": "k", "windows": ["1h", "6h"], "value_column": "v"}
+    full = aggregate_arrays(t, codes, value, **kw)
+    tail = aggregate_arrays(t, codes, value, rows=slice(n - 300, n), **kw)
+    picked = aggregate_arrays(t, codes, value, rows=np.array([7, 3, 1999]), **kw)
+    assert list(full) == list(aggregate_columns("k", ["1h", "6h"], "v"))
+    for name in full:
+        np.testing.assert_array_equal(tail[name], full[name][n - 300 :], err_msg=name)
+        np.testing.assert_array_equal(picked[name], full[name][[7, 3, 1999]], err_msg=name)

@@ -210,3 +210,23 @@ def test_pandas_reference_and_numpy_agree_with_missing_values_in_hashed_columns(
     hashed = [i for i, n in enumerate(spec["feature_names"]) if n.startswith("merchant_id__h")]
     missing_bucket = zlib.crc32(fs.MISSING_TOKEN.encode(), zlib.crc32(b"merchant_id")) % 8
     assert m[1, hashed[missing_bucket]] == m[3, hashed[missing_bucket]] == 1.0
+
+
+def test_dictionary_coded_columns_give_the_same_features_as_text():
+    spec = _spec()
+    merchants = ["m1", None, "m3", "", "m2", "never-seen", "m1", "NA"]
+    channels = [None, "pos", "online", "pos", "satellite", "atm", "pos", "online"]
+    amounts = ["10", None, "30", "40", "", "60", "1e3", "7"]  # numbers as text categories: still parsed
+
+    def coded(values: list) -> fs.Coded:
+        vocab = sorted({v for v in values if v is not None}, reverse=True)  # any vocabulary order
+        return fs.Coded(np.array([-1 if v is None else vocab.index(v) for v in values]), vocab)
+
+    base = {"distance_km": np.arange(8.0), "event_time": ["2025-01-06T10:00:00Z"] * 8}
+    plain = fs.transform(spec, {**base, "merchant_id": merchants, "channel": channels, "amount": amounts})
+    as_codes = fs.transform(
+        spec, {**base, "merchant_id": coded(merchants), "channel": coded(channels), "amount": coded(amounts)}
+    )
+    np.testing.assert_array_equal(as_codes, plain)
+    mixed = fs.transform(spec, {**base, "merchant_id": coded(merchants), "channel": channels, "amount": amounts})
+    np.testing.assert_array_equal(mixed, plain)  # a cross of a coded and a plain column falls back to text

@@ -54,3 +54,23 @@ def test_json_is_canonical(tmp_path: Path) -> None:
 def test_unknown_scheme_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no storage backend for scheme 'gs'"):
         storage.read_bytes("gs://bucket/key")
+
+
+def test_streamed_parquet_is_one_file_written_only_when_the_stream_ends(tmp_path: Path) -> None:
+    target = tmp_path / "p" / "part.parquet"
+    batches = [pa.record_batch({"a": [i, i + 1], "b": ["x", None]}) for i in (0, 2, 4)]
+    assert storage.write_parquet_batches(target, iter(batches)) == 6
+    assert storage.read_parquet(target).equals(pa.Table.from_batches(batches))
+    old = target.read_bytes()
+
+    def failing():
+        yield batches[0]
+        raise RuntimeError("producer failed mid-stream")
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        storage.write_parquet_batches(target, failing())
+    assert target.read_bytes() == old  # the earlier file stays whole; no partial file, no temporaries
+    assert [p.name for p in target.parent.iterdir()] == ["part.parquet"]
+    with pytest.raises(ValueError, match="no record batches"):
+        storage.write_parquet_batches(tmp_path / "empty.parquet", iter([]))
+    assert not (tmp_path / "empty.parquet").exists()
