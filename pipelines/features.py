@@ -138,8 +138,7 @@ def aggregate_arrays(
     for a missing key) and the value (float64, NaN missing). ``rows`` picks the events whose aggregates are
     returned (all by default): a batch scorer passes its own rows and history events only count.
 
-    Every search runs on sorted queries (cache-friendly): times are ranked once in time order, and
-    (entity, time rank) is one sortable int64 key whatever the time span and the number of entities.
+    Every search runs on sorted queries (cache-friendly), so the cost is one sort of the events.
     """
     n = len(t_us)
     t = np.asarray(t_us, dtype=np.int64)
@@ -148,18 +147,39 @@ def aggregate_arrays(
     if lone.any():
         codes[lone] = codes.max(initial=-1) + 1 + np.arange(int(lone.sum()))
     secs = [parse_window(w) for w in windows]
-    by_time = np.argsort(t, kind="stable")
-    tt = t[by_time]
-    new_t = np.empty(n, dtype=bool)
-    new_t[:1] = True
-    np.not_equal(tt[1:], tt[:-1], out=new_t[1:])
-    grid = tt[new_t]  # distinct times, ascending
-    width = np.int64(len(grid) + 1)
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_time] = np.cumsum(new_t) - 1
-    key = codes * width + rank
+    # One sortable int64 key per event, (entity, time): entity * span + time offset when that fits in
+    # int64 (then a window's start is simply key - w, in the same order), else with times rank-compressed
+    # (whatever the time span and the number of entities).
+    longest = max(secs, default=0) * 1_000_000
+    base = int(t.min(initial=0)) - longest
+    span = int(t.max(initial=0)) - base + 1
+    direct = n == 0 or (int(codes.max()) + 1) * span < 2**62
+    if direct:
+        key = codes * np.int64(span) + (t - base)
+    else:
+        by_time = np.argsort(t, kind="stable")
+        tt = t[by_time]
+        new_t = np.empty(n, dtype=bool)
+        new_t[:1] = True
+        np.not_equal(tt[1:], tt[:-1], out=new_t[1:])
+        grid = tt[new_t]  # distinct times, ascending
+        width = np.int64(len(grid) + 1)
+        rank = np.empty(n, dtype=np.int64)
+        rank[by_time] = np.cumsum(new_t) - 1
+        key = codes * width + rank
     order = np.argsort(key, kind="stable")
     ks = key[order]
+
+    def window_lo(s: int) -> np.ndarray:
+        """Per event in (entity, time) order: the first position of its entity at or after t - s."""
+        if direct:
+            query = ks - np.int64(s * 1_000_000)  # ascending: searched in one cache-friendly sweep
+        else:
+            start_rank = np.empty(n, dtype=np.int64)
+            start_rank[by_time] = np.searchsorted(grid, tt - s * 1_000_000, side="left")
+            query = (codes * width + start_rank)[order]  # ascending in (entity, time) order
+        return np.searchsorted(ks, query, side="left")
+
     g, ts = codes[order], t[order]
     new_k = np.empty(n, dtype=bool)
     new_k[:1] = True
@@ -176,12 +196,8 @@ def aggregate_arrays(
         present = ~np.isnan(v)
         csum = np.concatenate([[0.0], np.cumsum(np.where(present, v, 0.0))])
         cnum = np.concatenate([[0], np.cumsum(present)])
-    start_rank = np.empty(n, dtype=np.int64)
     for w, s in zip(windows, secs, strict=True):
-        # window starts in time order are ascending: rank each against the distinct times
-        start_rank[by_time] = np.searchsorted(grid, tt - s * 1_000_000, side="left")
-        query = (codes * width + start_rank)[order]  # ascending in (entity, time) order
-        lo = np.searchsorted(ks, query, side="left")[pick]
+        lo = window_lo(s)[pick]
         out[f"{entity_key}__n_{w}"] = (hi_p - lo).astype(np.float64)
         if value is not None:
             total = csum[hi_p] - csum[lo]

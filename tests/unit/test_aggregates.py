@@ -114,3 +114,28 @@ def test_rows_subset_equals_the_same_rows_of_the_full_computation():
     for name in full:
         np.testing.assert_array_equal(tail[name], full[name][n - 300 :], err_msg=name)
         np.testing.assert_array_equal(picked[name], full[name][[7, 3, 1999]], err_msg=name)
+
+
+@pytest.mark.parametrize("years", [1, 400])  # 400 years x 5000 entities overflows the direct int64 key
+def test_direct_and_rank_compressed_keys_agree_with_brute_force(years):
+    from pipelines.features import aggregate_arrays
+
+    rng = np.random.default_rng(years)
+    n = 600
+    year_us = 365 * 86400 * 1_000_000
+    t = rng.integers(0, years * 12, n).astype(np.int64) * (year_us // 12)  # monthly ticks: many ties
+    codes = rng.choice([0, 1, 2, 4999, -1], n)
+    value = np.where(rng.random(n) < 0.1, np.nan, rng.gamma(2.0, 30.0, n))
+    window = f"{years * 365 // 4}d"
+    w_us = (years * 365 // 4) * 86400 * 1_000_000
+    out = aggregate_arrays(t, codes, value, entity_key="k", windows=[window], value_column="v")
+    for i in range(n):
+        if codes[i] < 0:
+            assert out[f"k__n_{window}"][i] == 0
+            continue
+        win = (codes == codes[i]) & (t < t[i]) & (t >= t[i] - w_us)
+        assert out[f"k__n_{window}"][i] == win.sum()
+        assert out[f"k__sum_v_{window}"][i] == pytest.approx(np.nansum(value[win]))
+        earlier = (codes == codes[i]) & (t < t[i])
+        gap = (t[i] - t[earlier].max()) / 1e6 if earlier.any() else np.nan
+        np.testing.assert_equal(out["k__secs_since_prev"][i], gap)
