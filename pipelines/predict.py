@@ -411,8 +411,9 @@ def run_predict(
                 yield b
 
         n = storage.write_parquet_batches(
-            loc, tally(iter_scored(lake, d, model=loaded, params=params, cfg=cfg, progress=progress))
-        )
+            loc, tally(iter_scored(lake, d, model=loaded, params=params, cfg=cfg, progress=progress)),
+            no_dictionary=["event_id", "event_time", "score"], statistics=["event_time", "score"],
+        )  # fmt: skip
         written[d] = {"file": loc, "rows": n, "seconds": round(time.perf_counter() - t0, 3),
                       "mean_score": sums[0] / sums[1] if sums[1] else None}  # fmt: skip
         rows += n

@@ -255,20 +255,29 @@ def write_parquet(loc: str | Path, table: pa.Table, *, compression: str = "zstd"
 
 
 def write_parquet_batches(
-    loc: str | Path, batches: Iterable[pa.RecordBatch], *, compression: str = "zstd"
+    loc: str | Path,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    compression: str = "zstd",
+    no_dictionary: Iterable[str] = (),
+    statistics: bool | list[str] = True,
 ) -> int:
     """Stream record batches into one Parquet file (a row group per batch), written atomically at the end
     like :func:`write_parquet`; each batch is encoded as it arrives, so encoding overlaps the producer's
-    work. Returns the number of rows; raises ValueError on no batches (a Parquet file needs a schema)."""
+    work. ``no_dictionary`` names columns not worth dictionary-encoding (unique ids, floats: the encoder
+    tries and gives up), ``statistics`` the columns whose min/max a reader prunes on (or all / none).
+    Returns the number of rows; raises ValueError on no batches (a Parquet file needs a schema)."""
+    skip = set(no_dictionary)
     sink = io.BytesIO()
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
         for batch in batches:
             if writer is None:
+                dictionary = [c for c in batch.schema.names if c not in skip] if skip else True
                 writer = pq.ParquetWriter(
                     sink, batch.schema, compression=None if compression == "none" else compression,
-                    write_statistics=True, store_schema=True,
+                    use_dictionary=dictionary, write_statistics=statistics, store_schema=True,
                 )  # fmt: skip
             writer.write_batch(batch)
             rows += batch.num_rows

@@ -74,3 +74,16 @@ def test_streamed_parquet_is_one_file_written_only_when_the_stream_ends(tmp_path
     with pytest.raises(ValueError, match="no record batches"):
         storage.write_parquet_batches(tmp_path / "empty.parquet", iter([]))
     assert not (tmp_path / "empty.parquet").exists()
+
+
+def test_streamed_parquet_encoding_options_keep_the_content(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    batch = pa.record_batch({"id": ["a", "b", "c"], "cat": ["x", "x", "y"], "score": [0.1, 0.2, 0.3]})
+    target = tmp_path / "p.parquet"
+    storage.write_parquet_batches(target, [batch], no_dictionary=["id", "score"], statistics=["score"])
+    assert storage.read_parquet(target).equals(pa.Table.from_batches([batch]))
+    meta = pq.ParquetFile(target).metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert cols["cat"].has_dictionary_page and not cols["id"].has_dictionary_page
+    assert cols["score"].is_stats_set and not cols["id"].is_stats_set
