@@ -440,11 +440,15 @@ class TuneConfig(_Model):
     timeout_s: float | None = Field(default=150, gt=0)  # per run, per worker
     workers: int = Field(default=2, ge=1, le=64)  # worker processes sharing the study through storage
     threads_per_worker: int = Field(default=0, ge=0)  # XGBoost nthread in each worker; 0: cores / workers
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner: Literal["median", "percentile", "hyperband", "none"] = "median"
     startup_trials: int = Field(default=4, ge=0)  # TPE random start and pruner warm-up (trials)
     warmup_rounds: int = Field(
         default=10, ge=0
-    )  # median pruner: boosting rounds before a trial can be pruned
+    )  # median/percentile: rounds before a trial can be pruned; hyperband: its min_resource
+    # boosting rounds between reports to the pruner (a storage write and a check each): 1 costs CPU
+    prune_interval: int = Field(default=1, ge=1)
+    percentile: float = Field(default=50.0, gt=0, lt=100)  # percentile pruner: prune below this percentile
+    reduction_factor: int = Field(default=3, ge=2)  # hyperband: keep 1/reduction_factor per rung
     num_boost_round: int = Field(default=120, ge=1)
     early_stopping_rounds: int = Field(default=15, ge=1)
     max_train_rows: int | None = Field(default=60_000, gt=0)  # trials fit on a stratified sample of train
@@ -459,6 +463,16 @@ class TuneConfig(_Model):
                 f"unknown XGBoost parameters {unknown}; tunable: {sorted(XGBoostParams.model_fields)}"
             )
         return space
+
+    @model_validator(mode="after")
+    def _reports_reach_the_pruner(self) -> TuneConfig:
+        if self.pruner != "none" and self.prune_interval > self.num_boost_round:
+            raise ValueError(
+                f"tune.prune_interval ({self.prune_interval}) exceeds tune.num_boost_round "
+                f"({self.num_boost_round}): no round would reach the pruner; lower prune_interval "
+                "or set pruner: none"
+            )
+        return self
 
 
 class PerturbationTest(_Model):

@@ -12,8 +12,9 @@ search space, the base parameters, the budget per trial and the seed. New featur
 more trials or more workers continue the old one.
 
 Each trial trains XGBoost (hist) on a stratified sample of the labelled train rows (``max_train_rows``)
-with early stopping on valid; ``optuna_integration.XGBoostPruningCallback`` reports the valid metric at
-every boosting round, and the median (or Hyperband) pruner stops the unpromising trials early.
+with early stopping on valid; optuna-integration's XGBoost pruning callback reports the valid metric
+every ``tune.prune_interval`` boosting rounds, and the median, percentile or Hyperband pruner (``tune.pruner``) stops the unpromising
+trials early.
 
 Outputs: ``<out>/best_params.json`` (consumed by ``loopline train``), ``<out>/summary.json`` (metrics)
 and ``<out>/dvclive`` (one step per trial: value, running best, pruned flag, rounds).
@@ -95,6 +96,9 @@ def auto_study_name(spec: Mapping[str, Any], *, tune: TuneConfig, train: TrainCo
             tune.pruner,
             tune.warmup_rounds,
             tune.startup_trials,
+            tune.prune_interval,
+            tune.percentile,
+            tune.reduction_factor,
         ],
         "seed": seed,
     }
@@ -131,6 +135,56 @@ def best_params_document(study: Any, *, metric: str) -> dict[str, Any]:
         "best_iteration": best.user_attrs.get("best_iteration"),
         "study_name": study.study_name,
     }
+
+
+def make_pruner(tune: TuneConfig) -> Any:
+    """The Optuna pruner of ``tune.pruner``; steps are boosting rounds (0-based), reported every
+    ``tune.prune_interval`` rounds.
+
+    ``median`` and ``percentile`` compare a trial's best valid score so far with the ``tune.percentile``-th
+    percentile (median: 50th) of the finished trials' scores at the same round, once ``startup_trials``
+    trials have finished and after ``warmup_rounds`` rounds. ``hyperband`` runs successive halving brackets
+    from ``warmup_rounds`` up to ``num_boost_round`` rounds with ``tune.reduction_factor``.
+    """
+    import optuna
+
+    if tune.pruner in ("median", "percentile"):
+        return optuna.pruners.PercentilePruner(
+            50.0 if tune.pruner == "median" else tune.percentile,
+            n_startup_trials=tune.startup_trials,
+            n_warmup_steps=tune.warmup_rounds,
+        )
+    if tune.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, tune.warmup_rounds),
+            max_resource=tune.num_boost_round,
+            reduction_factor=tune.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()
+
+
+def reports_at(epoch: int, every: int) -> bool:
+    """Whether boosting round ``epoch`` (0-based) reports to the pruner: after every ``every``-th round."""
+    return (epoch + 1) % every == 0
+
+
+def pruning_callback_class() -> type:
+    """``optuna_integration.XGBoostPruningCallback``, consulted every ``every`` rounds only: the stock
+    callback reports every round, and each report is a storage write and each check reads the finished
+    trials, which in a single-threaded trial costs about half as much CPU as the boosting round itself."""
+    from optuna_integration import XGBoostPruningCallback
+
+    class PruningCallback(XGBoostPruningCallback):
+        def __init__(self, trial: Any, *, dataset: str, metric: str, every: int) -> None:
+            super().__init__(trial, f"{dataset}-{metric}")
+            self.every = every
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            if not reports_at(epoch, self.every):
+                return False
+            return bool(super().after_iteration(model, epoch, evals_log))
+
+    return PruningCallback
 
 
 # --------------------------------------------------------------------------- data and objective
@@ -204,8 +258,8 @@ def _schema_names(loc: str) -> list[str]:
 def make_objective(data: TuneData, *, tune: TuneConfig, train: TrainConfig, seed: int, nthread: int) -> Any:
     """The Optuna objective: train one XGBoost with early stopping and pruning; returns the best valid score."""
     import xgboost as xgb
-    from optuna_integration import XGBoostPruningCallback
 
+    PruningCallback = pruning_callback_class()
     metric = train.xgboost.eval_metric
     base = train.xgboost.params.model_dump()
     if "max_bin" in tune.space:  # the histogram cuts change per trial: plain matrices, sketched per trial
@@ -235,7 +289,11 @@ def make_objective(data: TuneData, *, tune: TuneConfig, train: TrainConfig, seed
         params = booster_params(
             {**base, **sampled}, eval_metric=metric, seed=seed, nthread=nthread, scale_pos_weight=float(spw)
         )
-        callbacks = [] if tune.pruner == "none" else [XGBoostPruningCallback(trial, f"valid-{metric}")]
+        callbacks = (
+            []
+            if tune.pruner == "none"
+            else [PruningCallback(trial, dataset="valid", metric=metric, every=tune.prune_interval)]
+        )
         booster = xgb.train(
             params,
             dtr,
@@ -295,23 +353,12 @@ def open_study(
     sampler = optuna.samplers.TPESampler(
         seed=seed + worker, n_startup_trials=tune.startup_trials, constant_liar=tune.workers > 1
     )
-    pruner: optuna.pruners.BasePruner
-    if tune.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(
-            n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_rounds
-        )
-    elif tune.pruner == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(
-            min_resource=max(1, tune.warmup_rounds), max_resource=tune.num_boost_round, reduction_factor=3
-        )
-    else:
-        pruner = optuna.pruners.NopPruner()
     return optuna.create_study(
         storage=_storage(storage),
         study_name=study_name,
         direction="maximize" if MAXIMIZE[metric] else "minimize",
         sampler=sampler,
-        pruner=pruner,
+        pruner=make_pruner(tune),
         load_if_exists=True,
     )
 

@@ -111,3 +111,122 @@ def test_two_worker_processes_share_one_study_without_loss_or_duplicates(feature
     assert sorted(t.number for t in done) == list(range(6))  # unique and contiguous: none lost or duplicated
     # both workers' samplers ran: TPE seeded per worker gives distinct parameter sets
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6
+
+
+def test_pruner_follows_the_tune_settings(params):
+    import optuna
+
+    from pipelines.tune import make_pruner
+
+    def tune(**update):
+        return params.tune.model_validate({**params.tune.model_dump(), **update})
+
+    median = make_pruner(tune(pruner="median", percentile=10, warmup_rounds=7, startup_trials=3))
+    assert isinstance(median, optuna.pruners.PercentilePruner)
+    assert median._percentile == 50.0  # median ignores tune.percentile
+    assert median._n_warmup_steps == 7 and median._n_startup_trials == 3
+    assert make_pruner(tune(pruner="percentile", percentile=30))._percentile == 30
+    hyper = make_pruner(tune(pruner="hyperband", warmup_rounds=5, reduction_factor=4, num_boost_round=80))
+    assert isinstance(hyper, optuna.pruners.HyperbandPruner)
+    assert (hyper._min_resource, hyper._max_resource, hyper._reduction_factor) == (5, 80, 4)
+    assert isinstance(make_pruner(tune(pruner="none")), optuna.pruners.NopPruner)
+
+
+@pytest.mark.parametrize(
+    "update, key",
+    [
+        ({"prune_interval": 0}, "prune_interval"),
+        ({"percentile": 100}, "percentile"),
+        ({"reduction_factor": 1}, "reduction_factor"),
+        ({"pruner": "patient"}, "pruner"),
+        ({"prune_interval": 121, "num_boost_round": 120}, "prune_interval"),
+    ],
+)
+def test_bad_pruner_settings_are_rejected_naming_the_key(params, update, key):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=key):
+        params.tune.model_validate({**params.tune.model_dump(), **update})
+
+
+def test_prune_interval_may_exceed_the_rounds_without_a_pruner(params):
+    tune = params.tune.model_validate(
+        {**params.tune.model_dump(), "pruner": "none", "prune_interval": 500, "num_boost_round": 120}
+    )
+    assert tune.prune_interval == 500
+
+
+class _Trial:
+    """Records reports; prunes once ``prune_from`` reports have been made."""
+
+    def __init__(self, prune_from=None):
+        self.reports, self.prune_from = [], prune_from
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return self.prune_from is not None and len(self.reports) >= self.prune_from
+
+
+def test_pruning_callback_reports_the_valid_metric_every_interval():
+    from pipelines.tune import pruning_callback_class, reports_at
+
+    assert [e for e in range(12) if reports_at(e, 1)] == list(range(12))
+    assert [e for e in range(12) if reports_at(e, 5)] == [4, 9]
+    cb = pruning_callback_class()(trial := _Trial(), dataset="valid", metric="aucpr", every=3)
+    log = {"train": {"aucpr": []}, "valid": {"aucpr": []}}
+    for epoch in range(7):
+        log["valid"]["aucpr"].append(0.1 * epoch)
+        log["train"]["aucpr"].append(0.9)
+        assert cb.after_iteration(None, epoch, log) is False
+    assert trial.reports == [(2, pytest.approx(0.2)), (5, pytest.approx(0.5))]
+
+
+def test_pruning_callback_raises_trial_pruned_when_the_pruner_says_so():
+    import optuna
+
+    from pipelines.tune import pruning_callback_class
+
+    cb = pruning_callback_class()(trial := _Trial(prune_from=2), dataset="valid", metric="aucpr", every=2)
+    log = {"valid": {"aucpr": []}}
+    for epoch in range(3):
+        log["valid"]["aucpr"].append(0.5)
+        cb.after_iteration(None, epoch, log)  # reports at epoch 1, does not prune yet
+    log["valid"]["aucpr"].append(0.5)
+    with pytest.raises(optuna.TrialPruned, match="iteration 3"):
+        cb.after_iteration(None, 3, log)
+    assert [step for step, _ in trial.reports] == [1, 3]
+
+
+def test_auto_study_name_tracks_the_pruner_settings(params):
+    from pipelines.featurespec import spec_digest
+
+    spec = {"digest": "x", "feature_names": ["a"], "transforms": []}
+    spec = {**spec, "digest": spec_digest(spec)}
+    base = auto_study_name(spec, tune=params.tune, train=params.train, seed=1)
+    for update in ({"prune_interval": 7}, {"percentile": 33.0}, {"reduction_factor": 5}):
+        other = params.tune.model_copy(update=update)
+        assert auto_study_name(spec, tune=other, train=params.train, seed=1) != base
+
+
+def test_a_pruned_study_records_intermediate_values_only_at_the_interval(features, tmp_path, params):
+    import optuna
+
+    from pipelines.tune import load_tune_data, make_objective, open_study
+
+    small = _tiny(params, pruner="percentile", percentile=40.0, prune_interval=4, startup_trials=1).tune
+    data = load_tune_data(str(features), max_rows=small.max_train_rows, seed=params.seed)
+    study = open_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t", tune=small, metric="aucpr", seed=params.seed
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        make_objective(data, tune=small, train=params.train, seed=params.seed, nthread=1), n_trials=4
+    )
+    steps = {s for t in study.trials for s in t.intermediate_values}
+    assert steps and steps <= {3, 7, 11}  # rounds 4, 8, 12 of 15
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    reported = max(first.intermediate_values.values())  # the valid aucpr of some rounds: the best bounds them
+    assert first.value - 0.05 <= reported <= first.value + 1e-6
