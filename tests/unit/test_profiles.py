@@ -62,3 +62,33 @@ def test_landing_resolution(tmp_path: Path) -> None:
         landing_for(generic, root=root)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         landing_for(hotel, root=root, override="nowhere")
+
+
+def test_hotel_profile_refits_at_most_twice_a_year_under_permanent_drift() -> None:
+    """Hotel drifts in every month (season, trend): the cool-down sets the cadence, and each decided retrain
+    is a refit while the stage still follows the monitor's decision (auto mode)."""
+    import datetime as dt
+
+    from pipelines.backtest import periods_of
+    from pipelines.monitor import MonitorState, Window, decide
+    from pipelines.retrain import RetrainState, choose_mode
+
+    p = load_params(ROOT / "profiles" / "hotel.yaml")
+    drifted = {
+        "features": {"columns": {"lead_time": {"method": "wasserstein", "score": 0.5, "drifted": True}},
+                     "drifted": ["lead_time"], "drifted_importance": 0.8},
+        "prediction": None,
+        "performance": None,
+    }  # fmt: skip
+    state, fired = MonitorState(), []
+    for k, (s, e) in enumerate(periods_of(dt.date(2016, 7, 1), dt.date(2017, 8, 31), "monthly")):
+        d = decide(drifted, p.monitor.policy, state, window=Window(s, e))
+        state = d.state
+        if d.retrain:
+            fired.append(k)
+    assert fired == [0, 7]
+    assert p.retrain.mode == "auto"  # a forced mode would retrain without a decision
+    for since in (0, 1, 5):
+        mode, _ = choose_mode(requested=p.retrain.mode, cfg=p.retrain,
+                              state=RetrainState(updates_since_refit=since), n_trees=50, has_champion=True)  # fmt: skip
+        assert mode == "stateless"
