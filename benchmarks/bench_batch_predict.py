@@ -55,7 +55,7 @@ def prepare_small(work: Path, *, days: int, rows_per_day: int, rows: int, seed: 
     import xgboost as xgb
 
     from pipelines import storage
-    from pipelines.etl import lake_dates, lake_schema, partition_path, read_partition, run_etl
+    from pipelines.etl import lake_dates, read_partition, run_etl
     from pipelines.features import run_features
     from pipelines.generate import generate_landing
     from pipelines.registry import Registry
@@ -143,7 +143,9 @@ def prepare_run(work: Path, *, registry: str, lake: str, rows: int, seed: int) -
     reg = Registry(registry)
     version = reg.alias("champion")
     if version is None or not Path(lake).is_dir():
-        sys.exit(f"{registry}: no champion (or no lake at {lake}); run `make run` first, or pass --model small")
+        sys.exit(
+            f"{registry}: no champion (or no lake at {lake}); run `make run` first, or pass --model small"
+        )
     shutil.copytree(lake, work / "lake")
     vdir = Path(reg.version_dir(version))
     meta = json.loads((vdir / "xgboost.json").read_text())
@@ -248,12 +250,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--days", type=int, default=16)
     ap.add_argument("--rows-per-day", type=int, default=5000)
-    ap.add_argument("--model", choices=["run", "small"], default="run",
-                    help="run: the champion of `make run`; small: train a small model here (see the docstring)")
+    ap.add_argument(
+        "--model",
+        choices=["run", "small"],
+        default="run",
+        help="run: the champion of `make run`; small: train a small model here (see the docstring)",
+    )
     ap.add_argument("--registry", default=str(ROOT / "models" / "registry"), help="--model run: its registry")
     ap.add_argument("--lake", default=str(ROOT / "data" / "lake"), help="--model run: its lake (copied)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per side; the best of each is compared")
-    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/batch_predict[_small].json)")
+    ap.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/batch_predict[_small].json)"
+    )
     args = ap.parse_args()
     args.out = args.out or str(ROOT / "benchmarks" / "results" /
                                f"batch_predict{'' if args.model == 'run' else '_small'}.json")  # fmt: skip

@@ -113,7 +113,9 @@ def entity_aggregates(
             )
     codes, _ = pd.factorize(events[entity_key])
     value = (
-        pd.to_numeric(events[value_column], errors="coerce").to_numpy(dtype=np.float64) if value_column else None
+        pd.to_numeric(events[value_column], errors="coerce").to_numpy(dtype=np.float64)
+        if value_column
+        else None
     )
     out = aggregate_arrays(
         epoch_us(events["event_time"]), codes, value, entity_key=entity_key, windows=windows,
@@ -204,7 +206,9 @@ def aggregate_arrays(
             k = cnum[hi_p] - cnum[lo]
             out[f"{entity_key}__sum_{value_column}_{w}"] = total
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[f"{entity_key}__mean_{value_column}_{w}"] = np.where(k > 0, total / np.maximum(k, 1), np.nan)
+                out[f"{entity_key}__mean_{value_column}_{w}"] = np.where(
+                    k > 0, total / np.maximum(k, 1), np.nan
+                )
     prev = hi_p - 1
     safe = np.maximum(prev, 0)
     has_prev = (prev >= 0) & (g[safe] == g[pick])

@@ -45,8 +45,8 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
-    "Coded",
     "SPEC_VERSION",
+    "Coded",
     "SpecError",
     "dumps_spec",
     "feature_names_of",
@@ -378,7 +378,9 @@ def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray
                 uniq = uniq // len(vocab)
             idx = (stable_hash(_cross_text(parts[::-1]), salt) % np.uint64(buckets)).astype(np.int64)
             return _Onehot(idx[inverse.ravel()], buckets)
-        idx = (stable_hash(_cross_text([as_text(c)[0] for c in inputs]), salt) % np.uint64(buckets)).astype(np.int64)
+        idx = (stable_hash(_cross_text([as_text(c)[0] for c in inputs]), salt) % np.uint64(buckets)).astype(
+            np.int64
+        )
         return _Onehot(idx, buckets)
     if kind == "cyclical":
         us = as_epoch_us(columns[op["column"]])

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pipelines.config import Params, PredictConfig
 
@@ -244,7 +243,9 @@ def iter_scored(
         current = pa.concat_tables(
             [storage.read_parquet(p, columns=narrow) for p in parts], promote_options="default"
         )
-        events = current if history is None else pa.concat_tables([history, current], promote_options="default")
+        events = (
+            current if history is None else pa.concat_tables([history, current], promote_options="default")
+        )
         n_hist = events.num_rows - current.num_rows
         aggregates = aggregate_arrays(
             _epoch_us(events.column("event_time")), _codes(events.column(key)),
@@ -306,7 +307,9 @@ def _epoch_us(col: Any) -> np.ndarray:
     import pyarrow.compute as pc
 
     if pa.types.is_timestamp(col.type):
-        return pc.cast(pc.cast(col, pa.timestamp("us", tz=col.type.tz)), pa.int64()).to_numpy()
+        return pc.cast(pc.cast(col, pa.timestamp("us", tz=col.type.tz)), pa.int64()).to_numpy(
+            zero_copy_only=False
+        )
     from pipelines.features import epoch_us
 
     return epoch_us(col.to_pandas())
@@ -327,7 +330,7 @@ def _floats(col: Any) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.cast(col, pa.float64()).to_numpy()
+    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _num_rows(loc: str) -> int:
@@ -357,10 +360,9 @@ def arrow_columns(batch: Any, names: Sequence[str]) -> dict[str, Any]:
         col = batch.column(name)
         typ = col.type
         if pa.types.is_timestamp(typ):
-            us = pc.cast(pc.cast(col, pa.timestamp("us", tz=typ.tz)), pa.int64())
-            out[name] = us.to_numpy(zero_copy_only=False)
+            out[name] = _epoch_us(col)
         elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
-            out[name] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            out[name] = _floats(col)
         else:
             enc = pc.dictionary_encode(pc.cast(col, pa.string()) if not pa.types.is_dictionary(typ) else col)
             codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
@@ -386,7 +388,6 @@ def run_predict(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the chosen partitions and write one predictions file per date; returns a run summary."""
-    import pyarrow.compute as pc
 
     from pipelines import storage
     from pipelines.etl import lake_dates
@@ -402,16 +403,9 @@ def run_predict(
     for d in dates:
         t0 = time.perf_counter()
         loc = storage.join(out, f"date={d}", _part_name(loaded))
-        sums = [0.0, 0]
-
-        def tally(batches: Iterator[Any]) -> Iterator[Any]:
-            for b in batches:
-                sums[0] += pc.sum(b.column("score")).as_py() or 0.0
-                sums[1] += b.num_rows
-                yield b
-
+        sums = [0.0, 0]  # score total, rows: the day's mean score without keeping the scores
         n = storage.write_parquet_batches(
-            loc, tally(iter_scored(lake, d, model=loaded, params=params, cfg=cfg, progress=progress)),
+            loc, _tally(iter_scored(lake, d, model=loaded, params=params, cfg=cfg, progress=progress), sums),
             no_dictionary=["event_id", "event_time", "score"], statistics=["event_time", "score"],
         )  # fmt: skip
         written[d] = {"file": loc, "rows": n, "seconds": round(time.perf_counter() - t0, 3),
@@ -429,6 +423,16 @@ def run_predict(
         "wall_seconds": round(wall, 3),
         "rows_per_second": rows / wall if wall > 0 else 0.0,
     }
+
+
+def _tally(batches: Iterator[Any], sums: list[Any]) -> Iterator[Any]:
+    """Pass the batches through, adding their score total and row count to ``sums``."""
+    import pyarrow.compute as pc
+
+    for b in batches:
+        sums[0] += pc.sum(b.column("score")).as_py() or 0.0
+        sums[1] += b.num_rows
+        yield b
 
 
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:

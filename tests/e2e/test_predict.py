@@ -112,7 +112,9 @@ def test_chunked_scoring_gives_identical_rows_and_reruns_identical_bytes(setup, 
     run_predict(out=str(tmp_path / "b"), cfg=small, **kw)
     first = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*.parquet")}
     run_predict(out=str(tmp_path / "b"), cfg=small, **kw)  # re-run: same files, same bytes
-    assert {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*.parquet")} == first
+    assert {
+        p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*.parquet")
+    } == first
     for d in ("2025-01-18", "2025-01-19"):
         name = f"date={d}/part-{setup['version']}.parquet"
         whole, chunked = pq.ParquetFile(tmp_path / "a" / name), pq.ParquetFile(tmp_path / "b" / name)

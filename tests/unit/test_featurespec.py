@@ -228,5 +228,7 @@ def test_dictionary_coded_columns_give_the_same_features_as_text():
         spec, {**base, "merchant_id": coded(merchants), "channel": coded(channels), "amount": coded(amounts)}
     )
     np.testing.assert_array_equal(as_codes, plain)
-    mixed = fs.transform(spec, {**base, "merchant_id": coded(merchants), "channel": channels, "amount": amounts})
+    mixed = fs.transform(
+        spec, {**base, "merchant_id": coded(merchants), "channel": channels, "amount": amounts}
+    )
     np.testing.assert_array_equal(mixed, plain)  # a cross of a coded and a plain column falls back to text
