@@ -23,7 +23,11 @@ their labels as finally known (the lake's label, whenever it matured). A retrain
 labels known at C (``label_time <= C``) of rows older than ``C - label_maturity_days`` (the immature tail
 is in no split, as in the sampling stage); the newest ``holdout_days`` of those are the holdout (early
 stopping of a refit, and the gate: the candidate must match the current model's ``gate.metric`` on it,
-``gate.champion_margin``). CPU is process CPU time (all threads) of training (spec fit, transforms,
+``gate.champion_margin``). With ``retrain.backtest.split_on: label_time`` the same windows run on the
+label's clock instead: the holdout is the labels that arrived in the newest ``holdout_days`` (rows of any
+age), a refit trains on the labels that arrived before, and a stateful update on those that arrived since
+the watermark; on data whose label delay varies by row (hotel bookings mature at arrival, 0-700 days after
+booking), an event-time holdout holds only the short-delay rows and early-stops refits on a biased sample. CPU is process CPU time (all threads) of training (spec fit, transforms,
 boosting, gate scoring) and of checks (the monitor's figures and decision, and scoring its matured window);
 the shared work (reading the lake, the point-in-time aggregates computed once for the whole timeline, and
 scoring each period) is the same for every strategy and not counted. The leakage checks and the
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -177,11 +182,19 @@ class _Ctx:
     """Everything a strategy needs: the timeline, params, and the fitting helpers."""
 
     def __init__(self, tl: Timeline, params: Params, *, maturity_days: int, holdout_days: int, train_days: int,
-                 monitored: Mapping[str, Any]) -> None:  # fmt: skip
+                 monitored: Mapping[str, Any], split_on: str = "event_time") -> None:  # fmt: skip
         self.tl, self.params = tl, params
         self.maturity, self.holdout_days, self.train_days = maturity_days, holdout_days, train_days
         self.monitored: dict[str, Any] = dict(monitored)
         self.xgb_params: dict[str, Any] | None = None
+        self.split_on = split_on
+        # (spec identity, rows) -> matrix: a retrain transforms the same holdout for the fit's early stopping,
+        # its offline figures, the score reference and the gate (candidate and current model); small LRU
+        # (holding the spec keeps its id from being reused while its entry lives)
+        self._matrices: dict[tuple[int, bytes], tuple[Mapping[str, Any], np.ndarray]] = {}
+        if split_on == "label_time":  # rows ordered by label arrival, for window lookups on that clock
+            self._by_label = np.argsort(tl.label_time_us, kind="stable")
+            self._label_sorted = tl.label_time_us[self._by_label]
 
     # rows ---------------------------------------------------------------
     def idx(self, start: dt.datetime | dt.date, end: dt.datetime | dt.date) -> np.ndarray:
@@ -193,15 +206,37 @@ class _Ctx:
         ok = (self.tl.label_time_us[idx] <= _us(cutoff)) & ~np.isnan(self.tl.label[idx])
         return idx[ok]
 
+    def rows(self, start: dt.datetime, end: dt.datetime, cutoff: dt.datetime) -> np.ndarray:
+        """Labelled rows known at ``cutoff`` in [start, end) on the split clock (params
+        ``retrain.backtest.split_on``): event time, or the time their label arrived."""
+        if self.split_on == "event_time":
+            return self.known(self.idx(start, end), cutoff)
+        hi = min(_us(end), _us(cutoff) + 1)
+        lo, hi = np.searchsorted(self._label_sorted, [_us(start), hi])
+        picked = np.sort(self._by_label[lo:hi])
+        return picked[~np.isnan(self.tl.label[picked])]
+
     def windows(self, cutoff: dt.datetime) -> tuple[dt.datetime, tuple[dt.datetime, dt.datetime]]:
         usable_end = cutoff - self.maturity * DAY
         train_end = usable_end - self.holdout_days * DAY
         return train_end, (train_end, usable_end)
 
     def matrix(self, spec: Mapping[str, Any], idx: np.ndarray) -> np.ndarray:
+        """The spec's matrix of rows ``idx``; the last few are kept (callers never write to them)."""
+        import hashlib
+
         from pipelines.features import transform_columns
 
-        return transform_columns(spec, self.tl.frame.iloc[idx])
+        key = (id(spec), hashlib.blake2b(np.ascontiguousarray(idx).tobytes(), digest_size=16).digest())
+        hit = self._matrices.pop(key, None)
+        if hit is None or hit[0] is not spec:
+            x = transform_columns(spec, self.tl.frame.iloc[idx])
+            x.setflags(write=False)
+            hit = (spec, x)
+        self._matrices[key] = hit
+        while len(self._matrices) > 6:
+            self._matrices.pop(next(iter(self._matrices)))
+        return hit[1]
 
     def score(self, model: Model, idx: np.ndarray) -> np.ndarray:
         if len(idx) == 0:
@@ -215,7 +250,7 @@ class _Ctx:
         from pipelines import metrics as M
         from pipelines.monitor import feature_importance
 
-        h = self.known(self.idx(*holdout), cutoff)
+        h = self.rows(*holdout, cutoff)
         p = (
             np.asarray(booster.inplace_predict(self.matrix(spec, h)), dtype=np.float64)
             if len(h)
@@ -225,8 +260,9 @@ class _Ctx:
         offline = {}
         if len(np.unique(y)) == 2:
             offline = {"roc_auc": M.roc_auc(y, p), "pr_auc": M.pr_auc(y, p)}
-        hs = self.tl.frame.iloc[self.idx(*holdout)][list(self.monitored)].copy()
-        hs["score"] = self.score_raw(booster, spec, self.idx(*holdout))
+        ref = self.idx(*holdout) if self.split_on == "event_time" else h
+        hs = self.tl.frame.iloc[ref][list(self.monitored)].copy()
+        hs["score"] = p if ref is h else self.score_raw(booster, spec, ref)
         imp = feature_importance(bytes(booster.save_raw(raw_format="ubj")), spec, list(self.monitored))
         return Model(
             booster=booster, spec=spec, fit_start=fit_start, watermark=train_end, holdout=holdout,
@@ -249,11 +285,11 @@ class _Ctx:
         p = self.params
         train_end, holdout = self.windows(cutoff)
         start = max(train_end - self.train_days * DAY, dt.datetime.combine(self.tl.first, dt.time(), dt.UTC))
-        tr = self.known(self.idx(start, train_end), cutoff)
+        tr = self.rows(start, train_end, cutoff)
         mx = p.retrain.backtest.max_train_rows
         if mx is not None and len(tr) > mx:
             tr = np.sort(np.random.default_rng(seed).choice(tr, size=mx, replace=False))
-        va = self.known(self.idx(*holdout), cutoff)
+        va = self.rows(*holdout, cutoff)
         if len(tr) == 0 or len(np.unique(self.tl.label[tr])) < 2 or len(np.unique(self.tl.label[va])) < 2:
             raise ValueError(f"no labelled rows of both classes to fit at cutoff {cutoff.date()}")
         frame = self.tl.frame.iloc[tr]
@@ -284,12 +320,12 @@ class _Ctx:
         train_end, holdout = self.windows(cutoff)
         if base.watermark >= train_end:
             raise RetrainError(f"no new rows since the watermark {base.watermark.date()}")
-        new = self.known(self.idx(base.watermark, train_end), cutoff)
+        new = self.rows(base.watermark, train_end, cutoff)
         if len(new) < rc.min_new_rows or len(np.unique(self.tl.label[new])) < 2:
             raise RetrainError(f"{len(new)} labelled new rows at cutoff {cutoff.date()}")
         rows = new
         if rc.replay_fraction > 0:
-            old = self.known(self.idx(base.watermark - rc.replay_days * DAY, base.watermark), cutoff)
+            old = self.rows(base.watermark - rc.replay_days * DAY, base.watermark, cutoff)
             k = min(len(old), round(rc.replay_fraction * len(new)))
             if k > 0:
                 rows = np.concatenate(
@@ -308,7 +344,7 @@ class _Ctx:
 
         if not self.params.retrain.backtest.gate:
             return True, float("nan"), float("nan")
-        h = self.known(self.idx(*candidate.holdout), cutoff)
+        h = self.rows(*candidate.holdout, cutoff)
         y = self.tl.label[h]
         if len(np.unique(y)) < 2:
             return True, float("nan"), float("nan")
@@ -440,7 +476,7 @@ def run_backtest(
         params.schema, params.monitor, reference_kind=params.monitor.reference.kind
     )
     ctx = _Ctx(tl, params, maturity_days=maturity, holdout_days=bt.holdout_days, train_days=train_days,
-               monitored=monitored)  # fmt: skip
+               monitored=monitored, split_on=bt.split_on)  # fmt: skip
     cutoff0 = dt.datetime.combine(first, dt.time(), dt.UTC)
     c0 = time.process_time()
     initial = ctx.fit_stateless(cutoff0, base=None, seed=params.seed)
@@ -498,6 +534,7 @@ def run_backtest(
             "n_periods": len(plist),
             "label_maturity_days": maturity,
             "holdout_days": bt.holdout_days,
+            "split_on": bt.split_on,
             "train_days": train_days,
             "gate": bt.gate,
             "gate_metric": params.gate.metric,
@@ -514,6 +551,7 @@ def run_backtest(
             },
             "drift_onset": onset.isoformat() if onset else None,
             "xgboost_only": True,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "rows": rows,
         "summary": summary,
@@ -583,8 +621,8 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     st = result["settings"]
     lines = [
         f"{st['n_periods']} {st['periods']} periods {st['first_period']}..{st['last_period']} "
-        f"({st['rows']} lake rows); label maturity {st['label_maturity_days']} d, holdout {st['holdout_days']} d, "
-        f"stateless window {st['train_days']} d; XGBoost only.",
+        f"({st['rows']} lake rows); label maturity {st['label_maturity_days']} d, holdout {st['holdout_days']} d "
+        f"(windows on {st.get('split_on', 'event_time').replace('_', ' ')}), stateless window {st['train_days']} d; XGBoost only.",
         "",
         "| strategy | mean ROC-AUC | mean PR-AUC | training CPU-s | checking CPU-s | total CPU-s | retrains "
         "(stateful/refit) | final trees |",

@@ -688,6 +688,12 @@ class BacktestConfig(_Model):
     )  # stateless window; None: sampling.train_days
     holdout_days: int = Field(default=7, ge=1, le=366)  # newest matured days: early stopping + the gate
     label_maturity_days: int | None = Field(default=None, ge=0, le=3660)  # None: sampling.label_maturity_days
+    # which clock the train / holdout / watermark windows run on. event_time: rows by when they happened (the
+    # newest matured days are the holdout). label_time: rows by when their label arrived: the holdout is the
+    # labels that matured in the newest holdout_days, whatever the rows' age, and a stateful update learns
+    # the labels that arrived since the watermark. Use label_time when label delay varies a lot per row
+    # (hotel bookings mature at arrival: an event-time holdout holds only the short-lead ones).
+    split_on: Literal["event_time", "label_time"] = "event_time"
     strategies: list[BacktestStrategy] = Field(
         default_factory=lambda: list(_BACKTEST_STRATEGIES), min_length=1
     )

@@ -64,9 +64,10 @@ def test_landing_resolution(tmp_path: Path) -> None:
         landing_for(hotel, root=root, override="nowhere")
 
 
-def test_hotel_profile_refits_at_most_twice_a_year_under_permanent_drift() -> None:
-    """Hotel drifts in every month (season, trend): the cool-down sets the cadence, and each decided retrain
-    is a refit while the stage still follows the monitor's decision (auto mode)."""
+def test_hotel_profile_retrains_every_other_month_and_refits_every_third_time() -> None:
+    """Hotel drifts in every month (season, trend): the cool-down sets the cadence (every other month), the
+    stage follows the monitor's decision (auto mode) with two stateful updates between refits, and the
+    backtest's windows run on the label's clock (outcomes mature at arrival, 0-700 days after booking)."""
     import datetime as dt
 
     from pipelines.backtest import periods_of
@@ -86,9 +87,13 @@ def test_hotel_profile_refits_at_most_twice_a_year_under_permanent_drift() -> No
         state = d.state
         if d.retrain:
             fired.append(k)
-    assert fired == [0, 7]
+    assert fired == [0, 2, 4, 6, 9, 11, 13]  # a cool-down of 2 x 30 days: some two-month gaps are 3 months
     assert p.retrain.mode == "auto"  # a forced mode would retrain without a decision
-    for since in (0, 1, 5):
-        mode, _ = choose_mode(requested=p.retrain.mode, cfg=p.retrain,
-                              state=RetrainState(updates_since_refit=since), n_trees=50, has_champion=True)  # fmt: skip
-        assert mode == "stateless"
+    modes = [
+        choose_mode(requested=p.retrain.mode, cfg=p.retrain, state=RetrainState(updates_since_refit=since),
+                    n_trees=50, has_champion=True)[0]
+        for since in (0, 1, 2)
+    ]  # fmt: skip
+    assert modes == ["stateful", "stateful", "stateless"]
+    assert p.retrain.refit_on_gate_failure
+    assert p.retrain.backtest.split_on == "label_time" and p.retrain.backtest.label_maturity_days == 0
