@@ -151,6 +151,22 @@ def load_timeline(lake: str, params: Params) -> Timeline:
     )
 
 
+def _timeline_column(s: pd.Series) -> Any:
+    """One frame column as :func:`pipelines.features.frame_to_columns` gives it, except that a text column
+    is dictionary-coded (codes into its distinct values; missing -> -1)."""
+    from pipelines.features import frame_to_columns
+    from pipelines.featurespec import Coded
+
+    if (
+        isinstance(s.dtype, pd.DatetimeTZDtype)
+        or pd.api.types.is_datetime64_any_dtype(s.dtype)
+        or (pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype))
+    ):
+        return frame_to_columns(s.to_frame(), [s.name])[s.name]
+    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
+    return Coded(codes, np.asarray(uniques, dtype=object))
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -192,6 +208,7 @@ class _Ctx:
         # its offline figures, the score reference and the gate (candidate and current model); small LRU
         # (holding the spec keeps its id from being reused while its entry lives)
         self._matrices: dict[tuple[int, bytes], tuple[Mapping[str, Any], np.ndarray]] = {}
+        self._columns: dict[str, Any] = {}
         if split_on == "label_time":  # rows ordered by label arrival, for window lookups on that clock
             self._by_label = np.argsort(tl.label_time_us, kind="stable")
             self._label_sorted = tl.label_time_us[self._by_label]
@@ -221,16 +238,30 @@ class _Ctx:
         train_end = usable_end - self.holdout_days * DAY
         return train_end, (train_end, usable_end)
 
+    def columns(self, names: Sequence[str], idx: np.ndarray) -> dict[str, Any]:
+        """Rows ``idx`` of the timeline's columns in the spec transform's input form. Each column is
+        converted once for the whole timeline; a text column becomes dictionary-coded (featurespec.Coded),
+        so every transform runs on its distinct values, not on every row (same matrix, tested)."""
+        from pipelines.featurespec import Coded
+
+        out: dict[str, Any] = {}
+        for name in names:
+            col = self._columns.get(name)
+            if col is None:
+                col = self._columns[name] = _timeline_column(self.tl.frame[name])
+            out[name] = Coded(col.codes[idx], col.vocab) if isinstance(col, Coded) else col[idx]
+        return out
+
     def matrix(self, spec: Mapping[str, Any], idx: np.ndarray) -> np.ndarray:
         """The spec's matrix of rows ``idx``; the last few are kept (callers never write to them)."""
         import hashlib
 
-        from pipelines.features import transform_columns
+        from pipelines import featurespec as fs
 
         key = (id(spec), hashlib.blake2b(np.ascontiguousarray(idx).tobytes(), digest_size=16).digest())
         hit = self._matrices.pop(key, None)
         if hit is None or hit[0] is not spec:
-            x = transform_columns(spec, self.tl.frame.iloc[idx])
+            x = fs.transform(spec, self.columns(fs.input_columns(spec), idx))
             x.setflags(write=False)
             hit = (spec, x)
         self._matrices[key] = hit

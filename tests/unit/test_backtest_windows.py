@@ -61,3 +61,26 @@ def test_train_and_holdout_windows_never_share_a_row(split_on: str) -> None:
     train = set(ctx.rows(T0 - 400 * DAY, train_end, cutoff).tolist())
     hold = set(ctx.rows(*holdout, cutoff).tolist())
     assert not train & hold
+
+
+def test_coded_timeline_columns_give_the_same_matrix_as_the_frame_path(synthetic_lake, params) -> None:
+    """The backtest transforms dictionary-coded timeline columns; the matrix must be the frame path's, byte for
+    byte, on any row subset (text with missing values, numbers, times, the aggregates)."""
+    from pipelines.backtest import load_timeline
+    from pipelines.features import fit_spec, transform_columns
+
+    tl = load_timeline(str(synthetic_lake / "lake"), params)
+    ctx = _Ctx(tl, params, maturity_days=0, holdout_days=7, train_days=30, monitored={})
+    rng = np.random.default_rng(0)
+    fit_rows = np.sort(rng.choice(len(tl.frame), size=5000, replace=False))
+    agg = params.features.aggregates
+    spec = fit_spec(tl.frame.iloc[fit_rows], cfg=params.features, schema=params.schema,
+                    aggregates=tl.agg_columns or None, aggregate_windows=agg.windows if tl.agg_columns else (),
+                    aggregate_value=agg.value_column if tl.agg_columns else None)  # fmt: skip
+    for size in (1, 777, 12000):
+        idx = np.sort(rng.choice(len(tl.frame), size=size, replace=False))
+        frame_path = transform_columns(spec, tl.frame.iloc[idx])
+        assert ctx.matrix(spec, idx).tobytes() == frame_path.tobytes()
+    assert ctx.matrix(spec, idx) is ctx.matrix(spec, idx)  # kept, not recomputed
+    with pytest.raises(ValueError):
+        ctx.matrix(spec, idx)[0, 0] = 1.0  # shared, so read-only
