@@ -11,6 +11,7 @@ worst ratio and difference over the seeds. Targets: pruning cuts CPU time >= 2x,
     .venv/bin/python benchmarks/bench_pruning.py --features data/features --trials 50 --seeds 3   # quoted
     .venv/bin/python benchmarks/bench_pruning.py --features data/features --trials 16
     .venv/bin/python benchmarks/bench_pruning.py --pruner median --prune-interval 1 --warmup-rounds 10
+    .venv/bin/python benchmarks/bench_pruning.py --prune-clock progress --warmup-rounds 10
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ KNOBS = {
     "prune_interval": "prune_interval",
     "percentile": "percentile",
     "reduction_factor": "reduction_factor",
+    "prune_clock": "prune_clock",
+    "prune_startup_trials": "prune_startup_trials",
 }
 
 
@@ -130,8 +133,12 @@ def main() -> None:
     ap.add_argument("--warmup-rounds", type=int)
     ap.add_argument("--startup-trials", type=int, help="TPE random start and pruner warm-up, both arms")
     ap.add_argument("--prune-interval", type=int)
+    ap.add_argument("--prune-startup-trials", type=int, help="complete trials before pruning (pruned arm)")
     ap.add_argument("--percentile", type=float)
     ap.add_argument("--reduction-factor", type=int)
+    ap.add_argument(
+        "--prune-clock", choices=["rounds", "progress"], help="pruner step: boosting rounds or lr-weighted"
+    )
     ap.add_argument(
         "--result", default="pruning", help="result file name under benchmarks/results (no .json)"
     )

@@ -442,11 +442,20 @@ class TuneConfig(_Model):
     threads_per_worker: int = Field(default=0, ge=0)  # XGBoost nthread in each worker; 0: cores / workers
     pruner: Literal["median", "percentile", "hyperband", "none"] = "median"
     startup_trials: int = Field(default=4, ge=0)  # TPE random start and pruner warm-up (trials)
+    # complete trials before the median/percentile pruner may prune (None: startup_trials). More than
+    # startup_trials lets TPE place a few guided trials unpruned, so the pruner's reference is not the
+    # random start alone and the sampler learns from complete trials before most are cut
+    prune_startup_trials: int | None = Field(default=None, ge=0)
     warmup_rounds: int = Field(
         default=10, ge=0
     )  # median/percentile: rounds before a trial can be pruned; hyperband: its min_resource
     # boosting rounds between reports to the pruner (a storage write and a check each): 1 costs CPU
     prune_interval: int = Field(default=1, ge=1)
+    # the pruner's step. rounds: boosting rounds. progress: rounds x learning_rate / the space's highest
+    # learning rate, so trials are compared at equal shrinkage-weighted progress (a slow learning rate is not
+    # judged at round 15 against fast ones); warmup_rounds, prune_interval and Hyperband's resources then
+    # count rounds at the highest learning rate
+    prune_clock: Literal["rounds", "progress"] = "rounds"
     percentile: float = Field(default=50.0, gt=0, lt=100)  # percentile pruner: prune below this percentile
     reduction_factor: int = Field(default=3, ge=2)  # hyperband: keep 1/reduction_factor per rung
     num_boost_round: int = Field(default=120, ge=1)
@@ -471,6 +480,12 @@ class TuneConfig(_Model):
                 f"tune.prune_interval ({self.prune_interval}) exceeds tune.num_boost_round "
                 f"({self.num_boost_round}): no round would reach the pruner; lower prune_interval "
                 "or set pruner: none"
+            )
+        lr = self.space.get("learning_rate")
+        if self.prune_clock == "progress" and (lr is None or lr.type != "float" or (lr.low or 0) <= 0):
+            raise ValueError(
+                "tune.prune_clock: progress scales rounds by the sampled learning rate, so tune.space needs "
+                "learning_rate as {type: float, low: >0, high: ...}; add it or set prune_clock: rounds"
             )
         return self
 

@@ -99,6 +99,9 @@ def auto_study_name(spec: Mapping[str, Any], *, tune: TuneConfig, train: TrainCo
             tune.prune_interval,
             tune.percentile,
             tune.reduction_factor,
+            # appended only off the default, so the default study names (and resumable studies) stay as they were
+            *([tune.prune_clock] if tune.prune_clock != "rounds" else []),
+            *([tune.prune_startup_trials] if tune.prune_startup_trials is not None else []),
         ],
         "seed": seed,
     }
@@ -139,19 +142,25 @@ def best_params_document(study: Any, *, metric: str) -> dict[str, Any]:
 
 def make_pruner(tune: TuneConfig) -> Any:
     """The Optuna pruner of ``tune.pruner``; steps are boosting rounds (0-based), reported every
-    ``tune.prune_interval`` rounds.
+    ``tune.prune_interval`` rounds. With ``tune.prune_clock: progress`` a step is a round at the space's
+    highest learning rate (``progress_step``), and every round count below is on that clock: a trial at the
+    highest rate sees exactly the rounds clock, a slower one reaches each step later, up to
+    ``num_boost_round`` x its rate / the highest rate.
 
     ``median`` and ``percentile`` compare a trial's best valid score so far with the ``tune.percentile``-th
-    percentile (median: 50th) of the finished trials' scores at the same round, once ``startup_trials``
-    trials have finished and after ``warmup_rounds`` rounds. ``hyperband`` runs successive halving brackets
-    from ``warmup_rounds`` up to ``num_boost_round`` rounds with ``tune.reduction_factor``.
+    percentile (median: 50th) of the finished trials' scores at the same round, once
+    ``prune_startup_trials`` (default ``startup_trials``) trials have finished and after ``warmup_rounds``
+    rounds. ``hyperband`` runs successive halving brackets from ``warmup_rounds`` up to ``num_boost_round``
+    rounds with ``tune.reduction_factor``.
     """
     import optuna
 
     if tune.pruner in ("median", "percentile"):
         return optuna.pruners.PercentilePruner(
             50.0 if tune.pruner == "median" else tune.percentile,
-            n_startup_trials=tune.startup_trials,
+            n_startup_trials=(
+                tune.startup_trials if tune.prune_startup_trials is None else tune.prune_startup_trials
+            ),
             n_warmup_steps=tune.warmup_rounds,
         )
     if tune.pruner == "hyperband":
@@ -168,21 +177,57 @@ def reports_at(epoch: int, every: int) -> bool:
     return (epoch + 1) % every == 0
 
 
+def progress_step(epoch: int, learning_rate: float, top_rate: float) -> int:
+    """The pruner step of boosting round ``epoch`` (0-based) on the progress clock: the rounds done, weighted
+    by ``learning_rate / top_rate`` (``top_rate``: the space's highest learning rate), 0-based like the
+    rounds clock (-1 until the first whole step).
+
+    Why: XGBoost's shrinkage makes a trial at half the learning rate need about twice the rounds for the same
+    fit, so at equal rounds the pruner mostly ranks learning rates, not configurations. Why the highest rate
+    as the unit: each round then advances a trial by at most one step, so every trial passes every step and
+    reports at the same steps as the others; Optuna's percentile pruner compares only at identical steps. At
+    ``learning_rate == top_rate`` the two clocks agree."""
+    if learning_rate <= 0 or top_rate <= 0:
+        raise ValueError(f"learning rates must be > 0, got {learning_rate} and {top_rate}")
+    return math.floor((epoch + 1) * min(learning_rate, top_rate) / top_rate + 1e-9) - 1
+
+
 def pruning_callback_class() -> type:
-    """``optuna_integration.XGBoostPruningCallback``, consulted every ``every`` rounds only: the stock
+    """``optuna_integration.XGBoostPruningCallback``, consulted every ``every`` steps only: the stock
     callback reports every round, and each report is a storage write and each check reads the finished
-    trials, which in a single-threaded trial costs about half as much CPU as the boosting round itself."""
+    trials, which in a single-threaded trial costs about half as much CPU as the boosting round itself.
+
+    ``rate_scale`` (learning rate / the space's highest) switches to the progress clock (``progress_step``):
+    a step is reported at the first round that reaches it. A pruned trial records the rounds it ran in the
+    ``rounds`` user attribute, since on that clock its last step is not its round count."""
+    import optuna
     from optuna_integration import XGBoostPruningCallback
 
     class PruningCallback(XGBoostPruningCallback):
-        def __init__(self, trial: Any, *, dataset: str, metric: str, every: int) -> None:
+        def __init__(
+            self, trial: Any, *, dataset: str, metric: str, every: int, rate_scale: float | None = None
+        ) -> None:
             super().__init__(trial, f"{dataset}-{metric}")
-            self.every = every
+            self.dataset, self.metric, self.every, self.rate_scale = dataset, metric, every, rate_scale
+            self.last_step = -1
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            if not reports_at(epoch, self.every):
+            try:
+                if self.rate_scale is None:
+                    if not reports_at(epoch, self.every):
+                        return False
+                    return bool(super().after_iteration(model, epoch, evals_log))
+                step = progress_step(epoch, self.rate_scale, 1.0)
+                if step <= self.last_step or not reports_at(step, self.every):
+                    return False
+                self.last_step = step
+                self._trial.report(float(evals_log[self.dataset][self.metric][-1]), step=step)
+                if self._trial.should_prune():
+                    raise optuna.TrialPruned(f"Trial was pruned at iteration {epoch} (progress step {step}).")
                 return False
-            return bool(super().after_iteration(model, epoch, evals_log))
+            except optuna.TrialPruned:
+                self._trial.set_user_attr("rounds", epoch + 1)
+                raise
 
     return PruningCallback
 
@@ -289,10 +334,19 @@ def make_objective(data: TuneData, *, tune: TuneConfig, train: TrainConfig, seed
         params = booster_params(
             {**base, **sampled}, eval_metric=metric, seed=seed, nthread=nthread, scale_pos_weight=float(spw)
         )
+        rate_scale = None
+        if tune.prune_clock == "progress":
+            top = tune.space["learning_rate"].high
+            assert top is not None  # TuneConfig refuses prune_clock: progress without a learning_rate range
+            rate_scale = float(params["learning_rate"]) / float(top)
         callbacks = (
             []
             if tune.pruner == "none"
-            else [PruningCallback(trial, dataset="valid", metric=metric, every=tune.prune_interval)]
+            else [
+                PruningCallback(
+                    trial, dataset="valid", metric=metric, every=tune.prune_interval, rate_scale=rate_scale
+                )
+            ]
         )
         booster = xgb.train(
             params,

@@ -125,6 +125,9 @@ def test_pruner_follows_the_tune_settings(params):
     assert isinstance(median, optuna.pruners.PercentilePruner)
     assert median._percentile == 50.0  # median ignores tune.percentile
     assert median._n_warmup_steps == 7 and median._n_startup_trials == 3
+    later = make_pruner(tune(pruner="median", startup_trials=3, prune_startup_trials=8))
+    assert later._n_startup_trials == 8  # the pruner waits longer than TPE's random start
+    assert make_pruner(tune(pruner="percentile", prune_startup_trials=0))._n_startup_trials == 0
     assert make_pruner(tune(pruner="percentile", percentile=30))._percentile == 30
     hyper = make_pruner(tune(pruner="hyperband", warmup_rounds=5, reduction_factor=4, num_boost_round=80))
     assert isinstance(hyper, optuna.pruners.HyperbandPruner)
@@ -139,6 +142,7 @@ def test_pruner_follows_the_tune_settings(params):
         ({"percentile": 100}, "percentile"),
         ({"reduction_factor": 1}, "reduction_factor"),
         ({"pruner": "patient"}, "pruner"),
+        ({"prune_startup_trials": -1}, "prune_startup_trials"),
         ({"prune_interval": 121, "num_boost_round": 120}, "prune_interval"),
     ],
 )
@@ -160,10 +164,13 @@ class _Trial:
     """Records reports; prunes once ``prune_from`` reports have been made."""
 
     def __init__(self, prune_from=None):
-        self.reports, self.prune_from = [], prune_from
+        self.reports, self.prune_from, self.user_attrs = [], prune_from, {}
 
     def report(self, value, step):
         self.reports.append((step, value))
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
 
     def should_prune(self):
         return self.prune_from is not None and len(self.reports) >= self.prune_from
@@ -197,6 +204,54 @@ def test_pruning_callback_raises_trial_pruned_when_the_pruner_says_so():
     with pytest.raises(optuna.TrialPruned, match="iteration 3"):
         cb.after_iteration(None, 3, log)
     assert [step for step, _ in trial.reports] == [1, 3]
+    assert trial.user_attrs == {"rounds": 4}  # what the benchmark counts for a pruned trial
+
+
+def test_progress_step_weights_rounds_by_the_learning_rate():
+    from pipelines.tune import progress_step
+
+    assert [progress_step(e, 0.3, 0.3) for e in range(5)] == [0, 1, 2, 3, 4]  # top rate: the rounds clock
+    assert [progress_step(e, 0.15, 0.3) for e in range(6)] == [-1, 0, 0, 1, 1, 2]  # half rate, half as fast
+    assert progress_step(119, 0.02, 0.3) == 7  # 120 rounds at 0.02 ~ 8 rounds at 0.3
+    for rate in (0.02, 0.037, 0.1, 0.29, 0.3):  # every trial passes every step, so reports line up
+        steps = {progress_step(e, rate, 0.3) for e in range(120)} - {-1}
+        assert steps == set(range(max(steps) + 1))
+    with pytest.raises(ValueError, match="> 0"):
+        progress_step(3, 0.0, 0.3)
+
+
+def test_pruning_callback_reports_on_the_progress_clock():
+    import optuna
+
+    from pipelines.tune import pruning_callback_class
+
+    cls = pruning_callback_class()
+    cb = cls(trial := _Trial(), dataset="valid", metric="aucpr", every=2, rate_scale=0.5)
+    log = {"valid": {"aucpr": []}}
+    for epoch in range(9):
+        log["valid"]["aucpr"].append(0.01 * epoch)
+        assert cb.after_iteration(None, epoch, log) is False
+    # half the top rate: step s is first reached after 2(s+1) rounds; every 2nd step reports (1, 3)
+    assert trial.reports == [(1, pytest.approx(0.03)), (3, pytest.approx(0.07))]
+    cb = cls(trial := _Trial(prune_from=1), dataset="valid", metric="aucpr", every=1, rate_scale=0.25)
+    log = {"valid": {"aucpr": []}}
+    with pytest.raises(optuna.TrialPruned, match="progress step 0"):
+        for epoch in range(9):
+            log["valid"]["aucpr"].append(0.5)
+            cb.after_iteration(None, epoch, log)
+    assert trial.reports == [(0, 0.5)] and trial.user_attrs == {"rounds": 4}  # rounds, not steps
+
+
+def test_progress_clock_needs_a_tuned_learning_rate(params):
+    from pydantic import ValidationError
+
+    base = params.tune.model_dump()
+    space = {k: v for k, v in base["space"].items() if k != "learning_rate"}
+    with pytest.raises(ValidationError, match="prune_clock"):
+        params.tune.model_validate({**base, "space": space, "prune_clock": "progress"})
+    assert params.tune.model_validate({**base, "space": space}).prune_clock == "rounds"
+    with pytest.raises(ValidationError, match="prune_clock"):
+        params.tune.model_validate({**base, "prune_clock": "epochs"})
 
 
 def test_auto_study_name_tracks_the_pruner_settings(params):
@@ -205,7 +260,13 @@ def test_auto_study_name_tracks_the_pruner_settings(params):
     spec = {"digest": "x", "feature_names": ["a"], "transforms": []}
     spec = {**spec, "digest": spec_digest(spec)}
     base = auto_study_name(spec, tune=params.tune, train=params.train, seed=1)
-    for update in ({"prune_interval": 7}, {"percentile": 33.0}, {"reduction_factor": 5}):
+    for update in (
+        {"prune_interval": 7},
+        {"percentile": 33.0},
+        {"reduction_factor": 5},
+        {"prune_clock": "progress"},
+        {"prune_startup_trials": 8},
+    ):
         other = params.tune.model_copy(update=update)
         assert auto_study_name(spec, tune=other, train=params.train, seed=1) != base
 
@@ -230,3 +291,25 @@ def test_a_pruned_study_records_intermediate_values_only_at_the_interval(feature
     assert first.state == optuna.trial.TrialState.COMPLETE
     reported = max(first.intermediate_values.values())  # the valid aucpr of some rounds: the best bounds them
     assert first.value - 0.05 <= reported <= first.value + 1e-6
+
+
+def test_a_study_on_the_progress_clock_reports_at_learning_rate_weighted_steps(features, tmp_path, params):
+    import optuna
+
+    from pipelines.tune import load_tune_data, make_objective, open_study, progress_step
+
+    small = _tiny(params, pruner="median", prune_clock="progress", prune_interval=1, startup_trials=1).tune
+    top = small.space["learning_rate"].high
+    data = load_tune_data(str(features), max_rows=small.max_train_rows, seed=params.seed)
+    study = open_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t", tune=small, metric="aucpr", seed=params.seed
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        make_objective(data, tune=small, train=params.train, seed=params.seed, nthread=1), n_trials=4
+    )
+    for t in study.trials:
+        rounds = t.user_attrs["rounds"]
+        expected = {progress_step(e, t.params["learning_rate"], top) for e in range(rounds)} - {-1}
+        assert set(t.intermediate_values) == expected, (t.number, t.params["learning_rate"], rounds)
+    assert any(max(t.intermediate_values, default=0) < t.user_attrs["rounds"] - 1 for t in study.trials)
