@@ -274,17 +274,8 @@ def test_auto_study_name_tracks_the_pruner_settings(params):
 def test_a_pruned_study_records_intermediate_values_only_at_the_interval(features, tmp_path, params):
     import optuna
 
-    from pipelines.tune import load_tune_data, make_objective, open_study
-
     small = _tiny(params, pruner="percentile", percentile=40.0, prune_interval=4, startup_trials=1).tune
-    data = load_tune_data(str(features), max_rows=small.max_train_rows, seed=params.seed)
-    study = open_study(
-        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t", tune=small, metric="aucpr", seed=params.seed
-    )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(
-        make_objective(data, tune=small, train=params.train, seed=params.seed, nthread=1), n_trials=4
-    )
+    study = _small_study(small, features, tmp_path, params)
     steps = {s for t in study.trials for s in t.intermediate_values}
     assert steps and steps <= {3, 7, 11}  # rounds 4, 8, 12 of 15
     first = study.trials[0]
@@ -294,22 +285,30 @@ def test_a_pruned_study_records_intermediate_values_only_at_the_interval(feature
 
 
 def test_a_study_on_the_progress_clock_reports_at_learning_rate_weighted_steps(features, tmp_path, params):
-    import optuna
-
-    from pipelines.tune import load_tune_data, make_objective, open_study, progress_step
+    from pipelines.tune import progress_step
 
     small = _tiny(params, pruner="median", prune_clock="progress", prune_interval=1, startup_trials=1).tune
     top = small.space["learning_rate"].high
-    data = load_tune_data(str(features), max_rows=small.max_train_rows, seed=params.seed)
-    study = open_study(
-        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t", tune=small, metric="aucpr", seed=params.seed
-    )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(
-        make_objective(data, tune=small, train=params.train, seed=params.seed, nthread=1), n_trials=4
-    )
+    study = _small_study(small, features, tmp_path, params)
     for t in study.trials:
         rounds = t.user_attrs["rounds"]
         expected = {progress_step(e, t.params["learning_rate"], top) for e in range(rounds)} - {-1}
         assert set(t.intermediate_values) == expected, (t.number, t.params["learning_rate"], rounds)
     assert any(max(t.intermediate_values, default=0) < t.user_attrs["rounds"] - 1 for t in study.trials)
+
+
+def _small_study(tune, features, tmp_path, params, *, n_trials: int = 4):
+    """A real study of ``n_trials`` one-thread trials on the test features (a fresh SQLite file)."""
+    import optuna
+
+    from pipelines.tune import load_tune_data, make_objective, open_study
+
+    data = load_tune_data(str(features), max_rows=tune.max_train_rows, seed=params.seed)
+    study = open_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t", tune=tune, metric="aucpr", seed=params.seed
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        make_objective(data, tune=tune, train=params.train, seed=params.seed, nthread=1), n_trials=n_trials
+    )
+    return study
