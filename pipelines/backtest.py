@@ -27,11 +27,12 @@ stopping of a refit, and the gate: the candidate must match the current model's 
 label's clock instead: the holdout is the labels that arrived in the newest ``holdout_days`` (rows of any
 age), a refit trains on the labels that arrived before, and a stateful update on those that arrived since
 the watermark; on data whose label delay varies by row (hotel bookings mature at arrival, 0-700 days after
-booking), an event-time holdout holds only the short-delay rows and early-stops refits on a biased sample. CPU is process CPU time (all threads) of training (spec fit, transforms,
-boosting, gate scoring) and of checks (the monitor's figures and decision, and scoring its matured window);
-the shared work (reading the lake, the point-in-time aggregates computed once for the whole timeline, and
-scoring each period) is the same for every strategy and not counted. The leakage checks and the
-baselines/behavioural parts of the gate are left out (they cost every strategy the same per retrain).
+booking), an event-time holdout holds only the short-delay rows and early-stops refits on a biased sample.
+CPU is process CPU time (all threads) of training (spec fit, transforms, boosting, gate scoring) and of checks
+(the monitor's figures and decision, and scoring its matured window); the shared work (reading the lake, the
+point-in-time aggregates computed once for the whole timeline, and scoring each period) is the same for every
+strategy and not counted. The leakage checks and the baselines/behavioural parts of the gate are left out
+(they cost every strategy the same per retrain).
 """
 
 from __future__ import annotations
@@ -157,13 +158,10 @@ def _timeline_column(s: pd.Series) -> Any:
     from pipelines.features import frame_to_columns
     from pipelines.featurespec import Coded
 
-    if (
-        isinstance(s.dtype, pd.DatetimeTZDtype)
-        or pd.api.types.is_datetime64_any_dtype(s.dtype)
-        or (pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype))
-    ):
-        return frame_to_columns(s.to_frame(), [s.name])[s.name]
-    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
+    col = frame_to_columns(s.to_frame(), [s.name])[s.name]
+    if col.dtype != object:
+        return col
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
     return Coded(codes, np.asarray(uniques, dtype=object))
 
 
@@ -653,7 +651,8 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     lines = [
         f"{st['n_periods']} {st['periods']} periods {st['first_period']}..{st['last_period']} "
         f"({st['rows']} lake rows); label maturity {st['label_maturity_days']} d, holdout {st['holdout_days']} d "
-        f"(windows on {st.get('split_on', 'event_time').replace('_', ' ')}), stateless window {st['train_days']} d; XGBoost only.",
+        f"(windows on {st.get('split_on', 'event_time').replace('_', ' ')}), "
+        f"stateless window {st['train_days']} d; XGBoost only.",
         "",
         "| strategy | mean ROC-AUC | mean PR-AUC | training CPU-s | checking CPU-s | total CPU-s | retrains "
         "(stateful/refit) | final trees |",
