@@ -179,6 +179,7 @@ class Model:
     offline: dict[str, float]
     importance: dict[str, float]
     trees: int
+    xgb_params: dict[str, Any]  # the booster's training params, which a stateful update continues with
     updates_since_refit: int = 0
     version: int = 0
 
@@ -200,7 +201,6 @@ class _Ctx:
         self.tl, self.params = tl, params
         self.maturity, self.holdout_days, self.train_days = maturity_days, holdout_days, train_days
         self.monitored: dict[str, Any] = dict(monitored)
-        self.xgb_params: dict[str, Any] | None = None
         self.split_on = split_on
         # (spec identity, rows) -> matrix: a retrain transforms the same holdout for the fit's early stopping,
         # its offline figures, the score reference and the gate (candidate and current model); small LRU
@@ -275,7 +275,7 @@ class _Ctx:
     # fitting ------------------------------------------------------------
     def _finish(self, booster: Any, spec: dict[str, Any], *, fit_start: dt.datetime, train_end: dt.datetime,
                 holdout: tuple[dt.datetime, dt.datetime], cutoff: dt.datetime, base: Model | None,
-                stateless: bool) -> Model:  # fmt: skip
+                xgb_params: dict[str, Any], stateless: bool) -> Model:  # fmt: skip
         from pipelines import metrics as M
         from pipelines.monitor import feature_importance
 
@@ -296,6 +296,7 @@ class _Ctx:
         return Model(
             booster=booster, spec=spec, fit_start=fit_start, watermark=train_end, holdout=holdout,
             holdout_scores=hs, offline=offline, importance=imp, trees=booster.num_boosted_rounds(),
+            xgb_params=xgb_params,
             updates_since_refit=0 if stateless else (base.updates_since_refit + 1 if base else 0),
             version=(base.version + 1) if base else 0,
         )  # fmt: skip
@@ -335,11 +336,10 @@ class _Ctx:
         booster = booster[: best + 1]
         from pipelines.models import booster_params
 
-        self.xgb_params = booster_params(params, eval_metric=p.train.xgboost.eval_metric, seed=seed,
-                                         nthread=p.train.xgboost.nthread, scale_pos_weight=spw)  # fmt: skip
-        fit_start = start
-        return self._finish(booster, spec, fit_start=fit_start, train_end=train_end, holdout=holdout,
-                            cutoff=cutoff, base=base, stateless=True)  # fmt: skip
+        xgb_params = booster_params(params, eval_metric=p.train.xgboost.eval_metric, seed=seed,
+                                    nthread=p.train.xgboost.nthread, scale_pos_weight=spw)  # fmt: skip
+        return self._finish(booster, spec, fit_start=start, train_end=train_end, holdout=holdout,
+                            cutoff=cutoff, base=base, xgb_params=xgb_params, stateless=True)  # fmt: skip
 
     def fit_stateful(self, cutoff: dt.datetime, *, base: Model, seed: int) -> Model:
         """The retrain stage's stateful update: trees added on the rows since the watermark (+ replay)."""
@@ -361,11 +361,10 @@ class _Ctx:
                     [np.sort(np.random.default_rng(seed).choice(old, size=k, replace=False)), new]
                 )
         x, y = self.matrix(base.spec, rows), self.tl.label[rows].astype(np.int64)
-        assert self.xgb_params is not None
-        booster = continue_xgboost(base.booster, x, y, None, params=self.xgb_params, rounds=rc.stateful_rounds,
+        booster = continue_xgboost(base.booster, x, y, None, params=base.xgb_params, rounds=rc.stateful_rounds,
                                    method=rc.xgboost_method, feature_names=base.spec["feature_names"])  # fmt: skip
         return self._finish(booster, base.spec, fit_start=base.fit_start, train_end=train_end, holdout=holdout,
-                            cutoff=cutoff, base=base, stateless=False)  # fmt: skip
+                            cutoff=cutoff, base=base, xgb_params=base.xgb_params, stateless=False)  # fmt: skip
 
     def gate(self, candidate: Model, current: Model, cutoff: dt.datetime) -> tuple[bool, float, float]:
         """The candidate's gate.metric on the holdout vs the current model's on the same rows."""
@@ -458,7 +457,7 @@ def _check(
     res = monitor_period(
         reference=reference, current=current, window=w, columns=ctx.monitored, cfg=cfg,
         state=run.monitor_state or MonitorState(), score_reference=m.holdout_scores, matured=matured,
-        importance=m.importance, offline=m.offline, seed=seed,
+        importance=m.importance, offline=m.offline, champion_data_end=training.end, seed=seed,
     )  # fmt: skip
     run.monitor_state = res.decision.state
     return {

@@ -620,6 +620,11 @@ class MonitorPolicyConfig(_Model):
     prediction_drift: bool = True  # a drifted score distribution triggers a retrain
     importance_threshold: float = Field(default=0.1, ge=0, le=1)  # importance share of drifted features
     cooldown_periods: int = Field(default=2, ge=0)  # no new decision within this many periods of the last
+    # After a drift-only retrain decision, further drift-only triggers of that shift wait until this many
+    # periods of its labels have matured (the newest feeds a retrain's holdout, the earlier ones its training:
+    # before then a retrain cannot learn the shift) or the champion's data reaches the shift; a performance
+    # decay on matured labels still triggers. 0: off (every cool-down may retrain on the same shift).
+    shift_wait_periods: int = Field(default=2, ge=0)
 
 
 class MonitorConfig(_Model):

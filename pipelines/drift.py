@@ -77,7 +77,8 @@ def _shares(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bin shares of both sides on the reference's bins (quantiles, or categories/distinct values)."""
     if kind == "categorical":
-        keys, inv = np.unique(np.concatenate([reference, current]), return_inverse=True)
+        # hash-based codes (bin order is irrelevant to PSI, JS and chi-squared): O(n), not a string sort
+        inv, keys = pd.factorize(np.concatenate([reference, current]))
         n_ref = len(reference)
         p = np.bincount(inv[:n_ref], minlength=len(keys)) / max(n_ref, 1)
         q = np.bincount(inv[n_ref:], minlength=len(keys)) / max(len(current), 1)

@@ -445,18 +445,22 @@ def compute_figures(
 
 @dataclass(frozen=True)
 class MonitorState:
-    """Cool-down memory: the end of the last window that decided a retrain, and recent decisions."""
+    """Cool-down memory: the end of the last window that decided a retrain, recent decisions, and the start
+    of the window where a shift that decided a drift-only retrain was first flagged (cleared once the
+    champion's data reaches it)."""
 
     last_retrain_end: str | None = None
     history: tuple[dict[str, Any], ...] = ()
+    shift_start: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"last_retrain_end": self.last_retrain_end, "history": list(self.history)}
+        return {"last_retrain_end": self.last_retrain_end, "history": list(self.history),
+                "shift_start": self.shift_start}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> MonitorState:
         d = d or {}
-        return cls(d.get("last_retrain_end"), tuple(d.get("history", [])))
+        return cls(d.get("last_retrain_end"), tuple(d.get("history", [])), d.get("shift_start"))
 
 
 @dataclass(frozen=True)
@@ -476,10 +480,25 @@ class Decision:
 
 
 def decide(
-    figures: Mapping[str, Any], policy: MonitorPolicyConfig, state: MonitorState, *, window: Window
+    figures: Mapping[str, Any],
+    policy: MonitorPolicyConfig,
+    state: MonitorState,
+    *,
+    window: Window,
+    champion_data_end: dt.date | None = None,
+    label_maturity_days: int = 0,
 ) -> Decision:
     """Retrain or not, and why. Order: performance decay on matured labels, prediction drift, feature drift
-    weighted by importance; then the cool-down (skipped when the decay is severe)."""
+    weighted by importance; then the cool-down (skipped when the decay is severe); then the shift memory
+    (``policy.shift_wait_periods``).
+
+    A drift-only decision (no performance trigger) remembers the window's start as the shift's. While the
+    champion's data (``champion_data_end``: the end of its train + holdout window) ends before that start,
+    a retrain cannot learn the shift until its labels mature: further drift-only triggers wait until
+    ``shift_wait_periods`` periods of them have (``window.end - label_maturity_days`` that far past the
+    shift's start), then decide the retrain that learns it. The retrain at first detection still fires (an
+    early warning, cheap when stateful); one per cool-down on the same pre-shift data would not.
+    """
     reasons: list[str] = []
     triggers: list[str] = []
     severe = False
@@ -560,17 +579,44 @@ def decide(
                 f"{state.last_retrain_end}, {cooldown['days_since']} day(s) ago (< "
                 f"{policy.cooldown_periods} periods of {window.days} day(s))"
             )
+    shift = state.shift_start
+    if (
+        shift is not None
+        and champion_data_end is not None
+        and champion_data_end >= dt.date.fromisoformat(shift)
+    ):
+        shift = None  # the champion has trained on the shift: a drift from here on is a new one
+    drift_only = want and "performance" not in triggers
+    waits = policy.shift_wait_periods
+    if retrain and drift_only and shift is not None and waits > 0 and shift < window.start.isoformat():
+        matured = window.end - dt.timedelta(days=label_maturity_days)  # labels known up to here
+        ready = dt.date.fromisoformat(shift) + dt.timedelta(days=waits * window.days - 1)
+        if matured < ready:
+            retrain = False
+            reasons.append(
+                f"retrain waits for the shift's labels: the drift was first flagged in the window from {shift} "
+                f"and the champion's data ends {champion_data_end}, before it; with labels maturing "
+                f"{label_maturity_days} day(s) after the event, {waits} period(s) of the shift's labels are in "
+                f"once a window ends on {ready + dt.timedelta(days=label_maturity_days)} "
+                f"(monitor.policy.shift_wait_periods; a performance decay still triggers)"
+            )
+        else:
+            reasons.append(
+                f"{waits} period(s) of labels of the shift flagged from {shift} have matured: retrain"
+            )
     if not want:
         reasons.append("no trigger: keep the champion")
     end = window.end.isoformat()
     last = state.last_retrain_end
     if retrain and (last is None or end > last):
         last = end
+    if retrain and drift_only and shift is None:
+        shift = window.start.isoformat()
     entry = {"window": window.as_dict(), "retrain": retrain, "triggers": triggers}
     history = tuple([h for h in state.history if h.get("window") != entry["window"]] + [entry])[
         -HISTORY_KEEP:
     ]
-    return Decision(drift, retrain, reasons, triggers, severe, cooldown, MonitorState(last, history))
+    return Decision(drift, retrain, reasons, triggers, severe, cooldown, MonitorState(last, history, shift))
 
 
 # --------------------------------------------------------------------------- one period, in process
@@ -597,9 +643,11 @@ def monitor_period(
     matured: pd.DataFrame | None = None,
     importance: Mapping[str, float] | None = None,
     offline: Mapping[str, float] | None = None,
+    champion_data_end: dt.date | None = None,
     seed: int = 0,
 ) -> MonitorResult:
-    """Figures + decision for one period, no I/O; CPU seconds of this process spent on it."""
+    """Figures + decision for one period, no I/O; CPU seconds of this process spent on it.
+    ``champion_data_end``: the end of the champion's data window (for the shift memory of :func:`decide`)."""
     c0, w0 = time.process_time(), time.perf_counter()
     figures = compute_figures(
         reference=reference,
@@ -612,7 +660,8 @@ def monitor_period(
         offline=offline,
         seed=seed,
     )
-    decision = decide(figures, cfg.policy, state, window=window)
+    decision = decide(figures, cfg.policy, state, window=window, champion_data_end=champion_data_end,
+                      label_maturity_days=cfg.label_maturity_days)  # fmt: skip
     return MonitorResult(figures, decision, time.process_time() - c0, time.perf_counter() - w0)
 
 
@@ -851,6 +900,7 @@ def run_monitor(
         matured=matured,
         importance=importance,
         offline=champ.offline,
+        champion_data_end=champ.training.end if champ.training is not None else None,
         seed=seed,
     )
     files: dict[str, str] = {}

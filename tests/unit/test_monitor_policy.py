@@ -110,3 +110,50 @@ def test_reference_windows() -> None:
     ref, kind = reference_window(cur, cfg=seasonal, training=None)
     assert kind == "seasonal" and ref == Window(dt.date(2025, 2, 3), dt.date(2025, 2, 9))
     assert ref.start.weekday() == cur.start.weekday()
+
+
+def week(start: dt.date, k: int) -> Window:
+    s = start + dt.timedelta(days=7 * k)
+    return Window(s, s + dt.timedelta(days=6))
+
+
+def test_a_shift_retrains_once_then_waits_for_its_labels() -> None:
+    """Weekly windows, labels maturing in 21 days, a cool-down of 2 periods: the drift that persists against a
+    pre-shift champion decides at first sight, then waits until 2 weeks of the shift's labels have matured
+    (window end >= shift + 13 + 21 days), not once per cool-down on the same pre-shift data."""
+    policy = POLICY.model_copy(update={"cooldown_periods": 2, "shift_wait_periods": 2})
+    start = dt.date(2025, 3, 12)
+    before = start - dt.timedelta(days=20)  # the champion's data ends before the shift
+
+    def replay(policy: MonitorPolicyConfig, data_end: dict[int, dt.date]) -> list[bool]:
+        state, fired = MonitorState(), []
+        for k in range(7):
+            d = decide(figures(drifted=["amount"], score_drift=True), policy, state, window=week(start, k),
+                       champion_data_end=data_end.get(k, before), label_maturity_days=21)  # fmt: skip
+            state = MonitorState.from_dict(d.state.to_dict())  # the state round-trips through JSON
+            fired.append(d.retrain)
+            if k == 2 and not data_end and policy.shift_wait_periods:
+                assert not d.retrain and any("waits for the shift's labels" in r for r in d.reasons)
+                assert state.shift_start == start.isoformat()
+        return fired
+
+    # fires at first sight and once the shift's labels are in; with the champion still before the shift (its
+    # catch-up retrain not promoted), again when the cool-down after that ends
+    assert replay(policy, {}) == [True, False, False, False, True, False, True]
+    # without the shift memory: one retrain per cool-down, each on the same pre-shift data
+    assert replay(policy.model_copy(update={"shift_wait_periods": 0}), {}) == [True, False, True, False,
+                                                                                True, False, True]  # fmt: skip
+    # once the champion's data reaches the shift, a persisting drift is a new shift (the cool-down applies)
+    reached = {k: start + dt.timedelta(days=3) for k in range(1, 7)}
+    assert replay(policy, reached) == [True, False, True, False, False, False, True]
+
+
+def test_performance_decay_is_not_held_by_the_shift_memory() -> None:
+    policy = POLICY.model_copy(update={"cooldown_periods": 1, "shift_wait_periods": 2})
+    start = dt.date(2025, 3, 12)
+    d = decide(figures(drifted=["amount"]), policy, MonitorState(), window=week(start, 0),
+               champion_data_end=start - dt.timedelta(days=20), label_maturity_days=21)  # fmt: skip
+    assert d.retrain and d.state.shift_start == start.isoformat()
+    d = decide(figures(drifted=["amount"], pr_auc=0.35), policy, d.state, window=week(start, 1),
+               champion_data_end=start - dt.timedelta(days=20), label_maturity_days=21)  # fmt: skip
+    assert d.retrain and d.triggers[0] == "performance"
