@@ -567,7 +567,8 @@ def decide(
     if state.last_retrain_end is not None:
         since = (window.end - dt.date.fromisoformat(state.last_retrain_end)).days
         cooldown["days_since"] = since
-        cooldown["active"] = 0 < since < policy.cooldown_periods * window.days
+        # whole periods since, rounded: calendar months (28-31 days) count as one period each
+        cooldown["active"] = 0 < since and round(since / window.days) < policy.cooldown_periods
     retrain = want
     if want and cooldown["active"]:
         if severe:

@@ -87,7 +87,7 @@ def test_hotel_profile_retrains_every_other_month_and_refits_every_third_time() 
         state = d.state
         if d.retrain:
             fired.append(k)
-    assert fired == [0, 2, 4, 6, 9, 11, 13]  # a cool-down of 2 x 30 days: some two-month gaps are 3 months
+    assert fired == [0, 2, 4, 6, 8, 10, 12]  # a cool-down of 2 periods; calendar months count as one each
     assert p.retrain.mode == "auto"  # a forced mode would retrain without a decision
     modes = [
         choose_mode(requested=p.retrain.mode, cfg=p.retrain, state=RetrainState(updates_since_refit=since),
