@@ -349,6 +349,18 @@ class _Onehot:
         self.index, self.width = index, width
 
 
+def _distinct(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for codes in ``[0, space)``: a counting pass instead of a
+    sort when the space is small next to the rows (a cross of small vocabularies), the sort otherwise."""
+    if space > max(4 * len(codes), 1 << 16):
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        return uniq, inverse.ravel()
+    present = np.bincount(codes, minlength=space) > 0
+    uniq = np.flatnonzero(present)
+    slot = np.cumsum(present) - 1
+    return uniq, slot[codes]
+
+
 def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray] | _Onehot:
     kind = op["op"]
     if kind == "numeric":
@@ -367,17 +379,19 @@ def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray
         if all(isinstance(c, Coded) for c in inputs):
             # hash each distinct combination of codes once (a cross of small vocabularies stays small)
             combo = np.zeros(len(inputs[0]), dtype=np.int64)
+            space = 1
             for c in inputs:
                 codes, vocab = c.extended()
                 combo = combo * len(vocab) + codes
-            uniq, inverse = np.unique(combo, return_inverse=True)
+                space *= len(vocab)
+            uniq, inverse = _distinct(combo, space)
             parts = []
             for c in reversed(inputs):
                 codes, vocab = c.extended()
                 parts.append(as_text(vocab)[0][uniq % len(vocab)])
                 uniq = uniq // len(vocab)
             idx = (stable_hash(_cross_text(parts[::-1]), salt) % np.uint64(buckets)).astype(np.int64)
-            return _Onehot(idx[inverse.ravel()], buckets)
+            return _Onehot(idx[inverse], buckets)
         idx = (stable_hash(_cross_text([as_text(c)[0] for c in inputs]), salt) % np.uint64(buckets)).astype(
             np.int64
         )

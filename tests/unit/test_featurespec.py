@@ -232,3 +232,16 @@ def test_dictionary_coded_columns_give_the_same_features_as_text():
         spec, {**base, "merchant_id": coded(merchants), "channel": channels, "amount": amounts}
     )
     np.testing.assert_array_equal(mixed, plain)  # a cross of a coded and a plain column falls back to text
+
+
+def test_distinct_counts_small_code_spaces_and_sorts_large_ones() -> None:
+    """The hash cross's distinct combinations: equal to np.unique's, by counting or by sorting."""
+    from pipelines.featurespec import _distinct
+
+    rng = np.random.default_rng(3)
+    for space, n in ((40, 5000), (70_000, 20), (2**40, 3000)):
+        codes = rng.integers(0, space, n)
+        uniq, inverse = _distinct(codes, space)
+        ref_u, ref_i = np.unique(codes, return_inverse=True)
+        assert np.array_equal(uniq, ref_u) and np.array_equal(inverse, ref_i.ravel())
+        assert np.array_equal(uniq[inverse], codes)
