@@ -568,7 +568,7 @@ def decide(
         since = (window.end - dt.date.fromisoformat(state.last_retrain_end)).days
         cooldown["days_since"] = since
         # whole periods since, rounded: calendar months (28-31 days) count as one period each
-        cooldown["active"] = 0 < since and round(since / window.days) < policy.cooldown_periods
+        cooldown["active"] = since > 0 and round(since / window.days) < policy.cooldown_periods
     retrain = want
     if want and cooldown["active"]:
         if severe:
