@@ -192,10 +192,28 @@ def progress_step(epoch: int, learning_rate: float, top_rate: float) -> int:
     return math.floor((epoch + 1) * min(learning_rate, top_rate) / top_rate + 1e-9) - 1
 
 
+class _CompletedSnapshot:
+    """What Optuna's percentile/median pruner reads from a study (its direction and its complete trials),
+    from a snapshot held in this process."""
+
+    def __init__(self, direction: Any, completed: list[Any]) -> None:
+        self.direction, self._completed = direction, completed
+
+    def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
+        return self._completed
+
+
 def pruning_callback_class() -> type:
     """``optuna_integration.XGBoostPruningCallback``, consulted every ``every`` steps only: the stock
-    callback reports every round, and each report is a storage write and each check reads the finished
-    trials, which in a single-threaded trial costs about half as much CPU as the boosting round itself.
+    callback reports every round, and each report is a storage write.
+
+    With the median/percentile pruner the decision is taken in this process: the trial's own intermediate
+    values are the ones it reported, and the complete trials (which never change) come from a snapshot
+    refreshed at most every ``snapshot_seconds``. The stock ``trial.should_prune()`` reads the running trial
+    and the study's unfinished trials back from storage at every check: measured at one check per round,
+    those reads and the report writes were 30% of a pruned study's CPU, as much as half its boosting. The
+    decision is Optuna's own (``pruner.prune``); only its inputs are local. Hyperband keeps the stock path
+    (its rungs live in storage).
 
     ``rate_scale`` (learning rate / the space's highest) switches to the progress clock (``progress_step``):
     a step is reported at the first round that reaches it. A pruned trial records the rounds it ran in the
@@ -205,29 +223,58 @@ def pruning_callback_class() -> type:
 
     class PruningCallback(XGBoostPruningCallback):
         def __init__(
-            self, trial: Any, *, dataset: str, metric: str, every: int, rate_scale: float | None = None
+            self,
+            trial: Any,
+            *,
+            dataset: str,
+            metric: str,
+            every: int,
+            rate_scale: float | None = None,
+            snapshot_seconds: float = 5.0,
         ) -> None:
             super().__init__(trial, f"{dataset}-{metric}")
             self.dataset, self.metric, self.every, self.rate_scale = dataset, metric, every, rate_scale
             self.last_step = -1
+            pruner = getattr(getattr(trial, "study", None), "pruner", None)
+            self.local = isinstance(pruner, optuna.pruners.PercentilePruner)  # median is one too
+            self.values: dict[int, float] = {}
+            self.snapshot_seconds = snapshot_seconds
+            self._snapshot: _CompletedSnapshot | None = None
+            self._taken = 0.0
+
+        def _should_prune(self) -> bool:
+            if not self.local:
+                return bool(self._trial.should_prune())
+            study = self._trial.study
+            now = time.monotonic()
+            if self._snapshot is None or now - self._taken > self.snapshot_seconds:
+                done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                self._snapshot, self._taken = _CompletedSnapshot(study.direction, done), now
+            me = optuna.trial.FrozenTrial(
+                number=self._trial.number, state=optuna.trial.TrialState.RUNNING, value=None,
+                datetime_start=None, datetime_complete=None, params={}, distributions={}, user_attrs={},
+                system_attrs={}, intermediate_values=dict(self.values), trial_id=self._trial._trial_id,
+            )  # fmt: skip
+            return bool(study.pruner.prune(self._snapshot, me))
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            try:
-                if self.rate_scale is None:
-                    if not reports_at(epoch, self.every):
-                        return False
-                    return bool(super().after_iteration(model, epoch, evals_log))
+            if self.rate_scale is None:
+                if not reports_at(epoch, self.every):
+                    return False
+                step = epoch
+            else:
                 step = progress_step(epoch, self.rate_scale, 1.0)
                 if step <= self.last_step or not reports_at(step, self.every):
                     return False
                 self.last_step = step
-                self._trial.report(float(evals_log[self.dataset][self.metric][-1]), step=step)
-                if self._trial.should_prune():
-                    raise optuna.TrialPruned(f"Trial was pruned at iteration {epoch} (progress step {step}).")
-                return False
-            except optuna.TrialPruned:
+            value = float(evals_log[self.dataset][self.metric][-1])
+            self._trial.report(value, step=step)
+            self.values[step] = value
+            if self._should_prune():
                 self._trial.set_user_attr("rounds", epoch + 1)
-                raise
+                on = "" if self.rate_scale is None else f" (progress step {step})"
+                raise optuna.TrialPruned(f"Trial was pruned at iteration {epoch}{on}.")
+            return False
 
     return PruningCallback
 
@@ -393,9 +440,29 @@ def _storage(url: str) -> Any:
         engine_kwargs = {"pool_pre_ping": True}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; they fail stale trials
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=20, grace_period=120
         )
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        _sqlite_wal(storage.engine)
+    return storage
+
+
+def _sqlite_wal(engine: Any) -> None:
+    """Write-ahead log and ``synchronous=NORMAL`` on every connection of a SQLite study: each report of an
+    intermediate value is a commit, and in the default rollback journal every commit waits for fsyncs (4 ms
+    a report measured here). WAL lets readers and the writer proceed together (several workers); NORMAL
+    never corrupts the file, and a power cut may lose the last few commits of a tuning study."""
+    from sqlalchemy import event
+
+    def pragmas(conn: Any, _record: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened while the storage was set up get the pragmas on reopening
 
 
 def open_study(

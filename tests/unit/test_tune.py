@@ -312,3 +312,45 @@ def _small_study(tune, features, tmp_path, params, *, n_trials: int = 4):
         make_objective(data, tune=tune, train=params.train, seed=params.seed, nthread=1), n_trials=n_trials
     )
     return study
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile"])
+def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
+    """The callback decides from its own reported values and a snapshot of the complete trials; on a real
+    SQLite study it prunes exactly when ``trial.should_prune()`` (which reads everything back) does."""
+    import numpy as np
+    import optuna
+
+    from pipelines.config import TuneConfig
+    from pipelines.tune import _storage, make_pruner, pruning_callback_class
+
+    tune = TuneConfig(pruner=pruner, percentile=40, startup_trials=3, warmup_rounds=2, prune_interval=1)
+    study = optuna.create_study(storage=_storage(f"sqlite:///{tmp_path / 's.db'}"), direction="maximize",
+                                pruner=make_pruner(tune), study_name="t")  # fmt: skip
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # complete trials with curves
+        t = study.ask()
+        curve = np.sort(rng.uniform(0.2, 0.6, 8))
+        for step, v in enumerate(curve):
+            t.report(float(v), step)
+        study.tell(t, float(curve[-1]))
+    cls = pruning_callback_class()
+    decisions = 0
+    for level in (0.1, 0.35, 0.45, 0.7):
+        trial = study.ask()
+        cb = cls(trial, dataset="valid", metric="aucpr", every=1)
+        assert cb.local
+        log: dict = {"valid": {"aucpr": []}}
+        for epoch in range(8):
+            log["valid"]["aucpr"].append(level + 0.01 * epoch)
+            try:
+                cb.after_iteration(None, epoch, log)
+                pruned = False
+            except optuna.TrialPruned:
+                pruned = True
+            assert pruned == trial.should_prune(), (level, epoch)  # the stock check, from storage
+            if pruned:
+                decisions += 1
+                break
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.FAIL)
+    assert decisions >= 1  # the low curves were pruned, so the comparison covered both outcomes
