@@ -8,7 +8,7 @@ them, in both arms where they touch the sampler). Reports, per seed, the CPU sec
 worst ratio and difference over the seeds. Targets: pruning cuts CPU time >= 2x, and its best value is within
 0.005 of the unpruned study's, for every seed.
 
-    .venv/bin/python benchmarks/bench_pruning.py --features data/features --trials 50 --seeds 3   # quoted
+    .venv/bin/python benchmarks/bench_pruning.py --features data/features --trials 100 --seeds 3  # quoted
     .venv/bin/python benchmarks/bench_pruning.py --features data/features --trials 16
     .venv/bin/python benchmarks/bench_pruning.py --pruner median --prune-interval 1 --warmup-rounds 10
     .venv/bin/python benchmarks/bench_pruning.py --prune-clock progress --warmup-rounds 10
