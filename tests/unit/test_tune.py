@@ -121,7 +121,9 @@ def test_pruner_follows_the_tune_settings(params):
     def tune(**update):
         return params.tune.model_validate({**params.tune.model_dump(), **update})
 
-    median = make_pruner(tune(pruner="median", percentile=10, warmup_rounds=7, startup_trials=3))
+    median = make_pruner(
+        tune(pruner="median", percentile=10, warmup_rounds=7, startup_trials=3, prune_startup_trials=None)
+    )
     assert isinstance(median, optuna.pruners.PercentilePruner)
     assert median._percentile == 50.0  # median ignores tune.percentile
     assert median._n_warmup_steps == 7 and median._n_startup_trials == 3
@@ -265,7 +267,7 @@ def test_auto_study_name_tracks_the_pruner_settings(params):
         {"percentile": 33.0},
         {"reduction_factor": 5},
         {"prune_clock": "progress"},
-        {"prune_startup_trials": 8},
+        {"prune_startup_trials": 12},
     ):
         other = params.tune.model_copy(update=update)
         assert auto_study_name(spec, tune=other, train=params.train, seed=1) != base
