@@ -316,6 +316,7 @@ def _small_study(tune, features, tmp_path, params, *, n_trials: int = 4):
     return study
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell by hand: no heartbeat thread here
 @pytest.mark.parametrize("pruner", ["median", "percentile"])
 def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
     """The callback decides from its own reported values and a snapshot of the complete trials; on a real
