@@ -595,8 +595,13 @@ def decide(
         if matured < ready:
             retrain = False
             reasons.append(
-                f"retrain waits for the shift's labels: the drift was first flagged in the window from {shift} "
-                f"and the champion's data ends {champion_data_end}, before it; with labels maturing "
+                f"retrain waits for the shift's labels: the drift was first flagged in the window from {shift}"
+                + (
+                    f" and the champion's data ends {champion_data_end}, before it"
+                    if champion_data_end
+                    else ""
+                )
+                + f"; with labels maturing "
                 f"{label_maturity_days} day(s) after the event, {waits} period(s) of the shift's labels are in "
                 f"once a window ends on {ready + dt.timedelta(days=label_maturity_days)} "
                 f"(monitor.policy.shift_wait_periods; a performance decay still triggers)"

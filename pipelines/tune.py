@@ -194,7 +194,7 @@ def progress_step(epoch: int, learning_rate: float, top_rate: float) -> int:
 
 class _CompletedSnapshot:
     """What Optuna's percentile/median pruner reads from a study (its direction and its complete trials),
-    from a snapshot held in this process."""
+    from a snapshot held in this process. Only complete trials are held: that pruner asks for no others."""
 
     def __init__(self, direction: Any, completed: list[Any]) -> None:
         self.direction, self._completed = direction, completed
