@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--features", default=str(ROOT / "data" / "features"), help="feature stage output folder")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--budget", type=float, default=60.0, help="wall seconds per worker and configuration")
-    ap.add_argument("--pruner", default="none", choices=["none", "median", "hyperband"])
+    ap.add_argument("--pruner", default="none", choices=["none", "median", "percentile", "hyperband"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not Path(args.features, "spec.json").exists():
@@ -151,7 +151,7 @@ def main() -> None:
     )
     print(f"load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     out = write_result(
-        "optuna_workers",
+        "optuna_workers" if args.pruner == "none" else f"optuna_workers_{args.pruner}",
         {
             "budget_s": args.budget,
             "features": args.features,
