@@ -440,23 +440,25 @@ class TuneConfig(_Model):
     timeout_s: float | None = Field(default=150, gt=0)  # per run, per worker
     workers: int = Field(default=2, ge=1, le=64)  # worker processes sharing the study through storage
     threads_per_worker: int = Field(default=0, ge=0)  # XGBoost nthread in each worker; 0: cores / workers
-    pruner: Literal["median", "percentile", "hyperband", "none"] = "median"
+    # the benchmarked default (README, benchmarks/bench_pruning.py): percentile 40 after 8 complete trials,
+    # checked every 5 rounds
+    pruner: Literal["median", "percentile", "hyperband", "none"] = "percentile"
     startup_trials: int = Field(default=4, ge=0)  # TPE random start and pruner warm-up (trials)
     # complete trials before the median/percentile pruner may prune (None: startup_trials). More than
     # startup_trials lets TPE place a few guided trials unpruned, so the pruner's reference is not the
     # random start alone and the sampler learns from complete trials before most are cut
-    prune_startup_trials: int | None = Field(default=None, ge=0)
+    prune_startup_trials: int | None = Field(default=8, ge=0)
     warmup_rounds: int = Field(
         default=10, ge=0
     )  # median/percentile: rounds before a trial can be pruned; hyperband: its min_resource
-    # boosting rounds between reports to the pruner (a storage write and a check each): 1 costs CPU
-    prune_interval: int = Field(default=1, ge=1)
+    # boosting rounds between reports to the pruner (a storage write each; the check runs in process)
+    prune_interval: int = Field(default=5, ge=1)
     # the pruner's step. rounds: boosting rounds. progress: rounds x learning_rate / the space's highest
     # learning rate, so trials are compared at equal shrinkage-weighted progress (a slow learning rate is not
     # judged at round 15 against fast ones); warmup_rounds, prune_interval and Hyperband's resources then
     # count rounds at the highest learning rate
     prune_clock: Literal["rounds", "progress"] = "rounds"
-    percentile: float = Field(default=50.0, gt=0, lt=100)  # percentile pruner: prune below this percentile
+    percentile: float = Field(default=40.0, gt=0, lt=100)  # percentile pruner: prune below this percentile
     reduction_factor: int = Field(default=3, ge=2)  # hyperband: keep 1/reduction_factor per rung
     num_boost_round: int = Field(default=120, ge=1)
     early_stopping_rounds: int = Field(default=15, ge=1)

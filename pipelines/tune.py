@@ -99,7 +99,7 @@ def auto_study_name(spec: Mapping[str, Any], *, tune: TuneConfig, train: TrainCo
             tune.prune_interval,
             tune.percentile,
             tune.reduction_factor,
-            # appended only off the default, so the default study names (and resumable studies) stay as they were
+            # appended only when set, so the names of studies made before these settings existed stay resumable
             *([tune.prune_clock] if tune.prune_clock != "rounds" else []),
             *([tune.prune_startup_trials] if tune.prune_startup_trials is not None else []),
         ],

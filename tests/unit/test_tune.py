@@ -327,7 +327,14 @@ def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
     from pipelines.config import TuneConfig
     from pipelines.tune import _storage, make_pruner, pruning_callback_class
 
-    tune = TuneConfig(pruner=pruner, percentile=40, startup_trials=3, warmup_rounds=2, prune_interval=1)
+    tune = TuneConfig(
+        pruner=pruner,
+        percentile=40,
+        startup_trials=3,
+        prune_startup_trials=3,
+        warmup_rounds=2,
+        prune_interval=1,
+    )
     study = optuna.create_study(storage=_storage(f"sqlite:///{tmp_path / 's.db'}"), direction="maximize",
                                 pruner=make_pruner(tune), study_name="t")  # fmt: skip
     rng = np.random.default_rng(0)
