@@ -40,6 +40,14 @@ def timed(
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. /proc's VmHWM restarts at exec; ru_maxrss on Linux keeps the parent's
+    peak from before the exec, which would charge a benchmark driver's memory to its subprocesses."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import table, write_result
+
+from benchmarks._common import peak_rss_mb, table, write_result
 
 TARGET_MB = 500.0
 CHUNK = 1_000_000
@@ -54,18 +54,6 @@ def write_file(path: Path, rows: int, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS. /proc's VmHWM restarts at exec; ru_maxrss on Linux keeps the parent's
-    peak from before the exec, which would charge the file writer's memory to the worker."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(mode: str, path: str, k: int, batch: int) -> None:
     """Runs in the subprocess; prints one JSON line."""
     from pipelines import storage
@@ -84,7 +72,7 @@ def worker(mode: str, path: str, k: int, batch: int) -> None:
         rows = sampler.seen
         kept = sampler.result().num_rows
     wall = time.perf_counter() - t0
-    print(json.dumps({"rows": rows, "kept": kept, "wall_s": wall, "peak_rss_mb": _peak_rss_mb()}))
+    print(json.dumps({"rows": rows, "kept": kept, "wall_s": wall, "peak_rss_mb": peak_rss_mb()}))
 
 
 def run(mode: str, path: Path, k: int, batch: int) -> dict:

@@ -45,6 +45,7 @@ __all__ = [
     "entity_aggregates",
     "fit_spec",
     "frame_to_columns",
+    "numba_available",
     "parse_window",
     "psi",
     "run_features",
@@ -126,6 +127,13 @@ def entity_aggregates(
     return frame
 
 
+def numba_available() -> bool:
+    """Whether the compiled kernels (pipelines.kernels) can run; without numba the numpy references do."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 def aggregate_arrays(
     t_us: np.ndarray,
     codes: np.ndarray,
@@ -135,13 +143,20 @@ def aggregate_arrays(
     windows: Sequence[str],
     value_column: str | None = None,
     rows: np.ndarray | slice | None = None,
+    engine: str = "auto",
 ) -> dict[str, np.ndarray]:
     """:func:`entity_aggregates` on plain arrays: event times (int64 epoch µs), entity codes (int, negative
     for a missing key) and the value (float64, NaN missing). ``rows`` picks the events whose aggregates are
     returned (all by default): a batch scorer passes its own rows and history events only count.
 
-    Every search runs on sorted queries (cache-friendly), so the cost is one sort of the events.
+    Every search runs on sorted queries (cache-friendly), so the cost is one sort of the events. ``engine``
+    ``numba`` sweeps the sorted events once (:func:`pipelines.kernels.entity_windows`, same figures bit for
+    bit); ``numpy`` is the reference (a binary search per event and window); ``auto``: numba when installed.
     """
+    if engine not in ("auto", "numba", "numpy"):
+        raise ValueError(f"aggregate_arrays: engine={engine!r}: expected auto, numba or numpy")
+    if engine == "auto":
+        engine = "numba" if numba_available() else "numpy"
     n = len(t_us)
     t = np.asarray(t_us, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64).copy()
@@ -153,8 +168,8 @@ def aggregate_arrays(
     # int64 (then a window's start is simply key - w, in the same order), else with times rank-compressed
     # (whatever the time span and the number of entities).
     longest = max(secs, default=0) * 1_000_000
-    base = int(t.min(initial=0)) - longest
-    span = int(t.max(initial=0)) - base + 1
+    base = (int(t.min()) if n else 0) - longest  # not min(initial=0): epoch times would make the span decades
+    span = (int(t.max()) if n else 0) - base + 1
     direct = n == 0 or (int(codes.max()) + 1) * span < 2**62
     if direct:
         key = codes * np.int64(span) + (t - base)
@@ -169,7 +184,12 @@ def aggregate_arrays(
         rank = np.empty(n, dtype=np.int64)
         rank[by_time] = np.cumsum(new_t) - 1
         key = codes * width + rank
-    order = np.argsort(key, kind="stable")
+    if direct and engine == "numba":
+        from pipelines.kernels import entity_time_order
+
+        order = entity_time_order(codes, t)  # the same permutation, without a general sort
+    else:
+        order = np.argsort(key, kind="stable")
     ks = key[order]
 
     def window_lo(s: int) -> np.ndarray:
@@ -182,6 +202,27 @@ def aggregate_arrays(
             query = (codes * width + start_rank)[order]  # ascending in (entity, time) order
         return np.searchsorted(ks, query, side="left")
 
+    if direct and engine == "numba" and (rows is None or isinstance(rows, slice)):
+        from pipelines.kernels import entity_windows
+
+        if rows is None:
+            row_of, n_out = np.arange(n), n
+        else:
+            picked = np.arange(n)[rows]
+            row_of, n_out = np.full(n, -1, dtype=np.int64), len(picked)
+            row_of[picked] = np.arange(n_out)
+        spans = [s * 1_000_000 for s in secs]
+        table = entity_windows(ks, order, codes, t, value, spans, row_of, n_out)
+        names = [
+            name
+            for w in windows
+            for name in (
+                [f"{entity_key}__n_{w}"]
+                + ([f"{entity_key}__sum_{value_column}_{w}", f"{entity_key}__mean_{value_column}_{w}"]
+                   if value is not None else [])
+            )
+        ] + [f"{entity_key}__secs_since_prev"]  # fmt: skip
+        return {name: table[:, c] for c, name in enumerate(names)}
     g, ts = codes[order], t[order]
     new_k = np.empty(n, dtype=bool)
     new_k[:1] = True
@@ -630,7 +671,9 @@ def load_history(lake: str, *, start: dt.datetime, end: dt.datetime, columns: li
     return table.to_pandas() if table is not None else pd.DataFrame(columns=columns)
 
 
-def history_table(lake: str, *, start: dt.datetime, end: dt.datetime, columns: list[str]) -> Any:
+def history_table(
+    lake: str, *, start: dt.datetime, end: dt.datetime, columns: list[str], progress: bool = True
+) -> Any:
     """:func:`load_history` as an Arrow table (None when no partition overlaps): no pandas conversion."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -640,7 +683,9 @@ def history_table(lake: str, *, start: dt.datetime, end: dt.datetime, columns: l
     dates = [d for d in lake_dates(lake) if start.date().isoformat() <= d <= end.date().isoformat()]
     from tqdm import tqdm
 
-    bar = tqdm(dates, desc="features: lake history", unit="partition", disable=len(dates) < 30)
+    bar = tqdm(
+        dates, desc="features: lake history", unit="partition", disable=not progress or len(dates) < 30
+    )
     tables = [t for d in bar if (t := read_partition(lake, d, columns=columns)) is not None]
     if not tables:
         return None

@@ -47,7 +47,11 @@ __all__ = [
     "FORMAT",
     "SPEC_VERSION",
     "Coded",
+    "Onehot",
     "SpecError",
+    "apply_op",
+    "check_columns",
+    "check_width",
     "dumps_spec",
     "feature_names_of",
     "finalize_spec",
@@ -342,7 +346,7 @@ def _cross_text(texts: list[np.ndarray]) -> np.ndarray:
     return key
 
 
-class _Onehot:
+class Onehot:
     """A block of indicator columns given by the hot column of each row (never materialized as float64)."""
 
     def __init__(self, index: np.ndarray, width: int) -> None:
@@ -361,14 +365,14 @@ def _distinct(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
     return uniq, slot[codes]
 
 
-def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray] | _Onehot:
+def apply_op(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray] | Onehot:
     kind = op["op"]
     if kind == "numeric":
         return _numeric(op, columns[op["column"]])
     if kind == "onehot":
         cats = list(op["categories"])
         idx = _category_index(columns[op["column"]], cats)
-        return _Onehot(np.where(idx < 0, len(cats), idx), len(cats) + 1)  # unknown slot is the last column
+        return Onehot(np.where(idx < 0, len(cats), idx), len(cats) + 1)  # unknown slot is the last column
     if kind == "ordinal":
         idx = _category_index(columns[op["column"]], list(op["categories"]))
         return [(idx + 1).astype(np.float64)]
@@ -391,11 +395,11 @@ def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray
                 parts.append(as_text(vocab)[0][uniq % len(vocab)])
                 uniq = uniq // len(vocab)
             idx = (stable_hash(_cross_text(parts[::-1]), salt) % np.uint64(buckets)).astype(np.int64)
-            return _Onehot(idx[inverse], buckets)
+            return Onehot(idx[inverse], buckets)
         idx = (stable_hash(_cross_text([as_text(c)[0] for c in inputs]), salt) % np.uint64(buckets)).astype(
             np.int64
         )
-        return _Onehot(idx, buckets)
+        return Onehot(idx, buckets)
     if kind == "cyclical":
         us = as_epoch_us(columns[op["column"]])
         missing = np.isnan(us)
@@ -416,8 +420,8 @@ def _apply(op: Mapping[str, Any], columns: Mapping[str, Any]) -> list[np.ndarray
     )
 
 
-def transform(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
-    """The feature matrix (float32, rows x ``spec["feature_names"]``) for the given input columns."""
+def check_columns(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> int:
+    """The row count of ``columns``, after checking that every input of the spec is there, equally long."""
     needed = input_columns(spec)
     absent = [c for c in needed if c not in columns]
     if absent:
@@ -428,17 +432,34 @@ def transform(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
     lengths = {c: len(columns[c]) for c in needed}
     if len(set(lengths.values())) > 1:
         raise SpecError(f"transform: input columns have different lengths {lengths}; pass whole rows")
-    n = next(iter(lengths.values())) if lengths else 0
+    return next(iter(lengths.values())) if lengths else 0
+
+
+def check_width(spec: Mapping[str, Any]) -> None:
+    """The transforms produce exactly the spec's named features (else the spec is inconsistent)."""
+    produced = sum(len(_op_names(op)) for op in spec["transforms"])
+    if produced != len(spec["feature_names"]):
+        raise SpecError(
+            f"transform: the transforms produce {produced} features but the spec names "
+            f"{len(spec['feature_names'])}; the spec is inconsistent: refit it"
+        )
+
+
+def transform(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
+    """The feature matrix (float32, rows x ``spec["feature_names"]``) for the given input columns.
+
+    The reference implementation (numpy only, used by the edge runtime); batch scoring uses
+    ``pipelines.kernels.transform``, which gives the same matrix bit for bit in one compiled pass.
+    """
+    n = check_columns(spec, columns)
+    check_width(spec)
     names = spec["feature_names"]
-    blocks: list[tuple[int, list[np.ndarray] | _Onehot]] = []
+    blocks: list[tuple[int, list[np.ndarray] | Onehot]] = []
     at = 0
     for op in spec["transforms"]:
-        block = _apply(op, columns)
-        width = block.width if isinstance(block, _Onehot) else len(block)
-        if at + width > len(names):
-            break
+        block = apply_op(op, columns)
         blocks.append((at, block))
-        at += width
+        at += block.width if isinstance(block, Onehot) else len(block)
     out = np.empty((n, len(names)), dtype=np.float32)
     # Fill the row-major matrix one tile of rows at a time: a column written down a whole chunk touches
     # a cache line per row; within a tile the lines stay in cache. Every cell is written exactly once
@@ -448,15 +469,10 @@ def transform(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
         hi = min(n, lo + tile)
         view = out[lo:hi]
         for start, block in blocks:
-            if isinstance(block, _Onehot):
+            if isinstance(block, Onehot):
                 view[:, start : start + block.width] = 0.0
                 view[np.arange(hi - lo), start + block.index[lo:hi]] = 1.0
             else:
                 for j, col in enumerate(block):
                     view[:, start + j] = col[lo:hi]
-    if at != len(names) or at != sum(len(_op_names(op)) for op in spec["transforms"]):
-        raise SpecError(
-            f"transform: the transforms produce {sum(len(_op_names(op)) for op in spec['transforms'])} features "
-            f"but the spec names {len(names)}; the spec is inconsistent: refit it"
-        )
     return out

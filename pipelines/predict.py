@@ -204,7 +204,10 @@ def iter_scored(
     value transformed once). The model scores chunk ``i`` on its own threads (XGBoost, TFLite and
     TensorFlow release the GIL) while chunk ``i + 1`` is read and transformed and chunk ``i - 1`` is
     consumed (encoded by :func:`pipelines.storage.write_parquet_batches`): the model's time overlaps the
-    rest instead of adding to it.
+    rest instead of adding to it. The feature matrix comes from the compiled kernel
+    (:func:`pipelines.kernels.transform`, the numpy reference's matrix bit for bit; the reference itself
+    when numba is not installed), written into two matrices used in turn, so a chunk costs no fresh
+    memory (page faults of a new 100 MB matrix cost as much as filling it).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -213,7 +216,26 @@ def iter_scored(
     from pipelines import featurespec as fs
     from pipelines import storage
     from pipelines.etl import partition_path
-    from pipelines.features import aggregate_arrays, aggregate_columns, history_table, parse_window
+    from pipelines.features import (
+        aggregate_arrays,
+        aggregate_columns,
+        history_table,
+        numba_available,
+        parse_window,
+    )
+
+    if numba_available():
+        from pipelines import kernels
+
+        scratch: Any = kernels.Scratch()
+
+        def to_matrix(columns: dict[str, Any], out: np.ndarray) -> np.ndarray:
+            return kernels.transform(spec, columns, out=out, scratch=scratch)
+    else:  # the numpy reference: the same matrix, slower
+
+        def to_matrix(columns: dict[str, Any], out: np.ndarray) -> np.ndarray:
+            out[...] = fs.transform(spec, columns)
+            return out
 
     spec = model.spec
     key = params.schema.entity_key
@@ -239,12 +261,17 @@ def iter_scored(
         fit_start = dt.datetime.fromisoformat(spec["fit"]["window"]["start"]) - max_window
         start = max(min(fit_start, day - max_window), day - dt.timedelta(days=cfg.lookback_days))
         before = day - dt.timedelta(microseconds=1)
-        history = history_table(lake, start=start, end=before, columns=narrow)
+        counted = narrow[1:]  # the history's event ids are never needed
+        history = history_table(lake, start=start, end=before, columns=counted, progress=progress)
         current = pa.concat_tables(
             [storage.read_parquet(p, columns=narrow) for p in parts], promote_options="default"
         )
         events = (
-            current if history is None else pa.concat_tables([history, current], promote_options="default")
+            current.select(counted)
+            if history is None
+            else pa.concat_tables(
+                [history.select(counted), current.select(counted)], promote_options="default"
+            )
         )
         n_hist = events.num_rows - current.num_rows
         aggregates = aggregate_arrays(
@@ -260,6 +287,9 @@ def iter_scored(
     consts = [("model", model.name), ("model_version", model.version), ("spec_digest", spec["digest"])]
     offset = 0
     scored = 0
+    width = len(spec["feature_names"])
+    buffers: list[np.ndarray | None] = [None, None]
+    chunk = 0
     from tqdm import tqdm
 
     def finish(batch: Any, keep: list[str], scores: np.ndarray) -> Any:
@@ -286,7 +316,12 @@ def iter_scored(
                         raise PredictError(f"{p}: rows changed while scoring (event ids out of step); re-run")
                     for c in agg_cols:
                         columns[c] = aggregates[c][offset : offset + n]
-                x = fs.transform(spec, columns)
+                # two matrices in turn: the model reads one while the next chunk fills the other
+                buf = buffers[chunk % 2]
+                if buf is None or buf.size < n * width:
+                    buf = buffers[chunk % 2] = np.empty(max(n, cfg.chunk_rows) * width, dtype=np.float32)
+                x = to_matrix(columns, buf[: n * width].reshape(n, width))
+                chunk += 1
                 keep = ["event_id", "event_time", key, *[c for c in extra if c in batch.schema.names]]
                 job = ((batch, keep), pool.submit(model.predict_matrix, x))
                 if pending is not None:
