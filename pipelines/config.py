@@ -191,6 +191,8 @@ class ValidationConfig(_Model):
     max_label_rate: float = Field(default=1.0, ge=0, le=1)
     freshness_max_lag_hours: float = Field(default=48.0, gt=0)  # newest event vs the partition's day end
     fail_on: Literal["critical", "warning", "never"] = "critical"
+    # processes validating a backfill of many partitions (0: one per core, at most 4); never part of the suite
+    workers: int = Field(default=0, ge=0, le=64)
 
 
 Scaling = Literal["auto", "standard", "minmax", "log", "none"]

@@ -21,8 +21,11 @@ overrides that. The record lives in ``<state>/validated.json``; GX's validation 
 ``<state>/gx_results`` so that the Data Docs index keeps every partition's history while a run only
 renders the pages of the partitions it validated: the cost grows with the new data.
 
-All partitions of a run are validated in one ephemeral GX context (building one costs milliseconds;
-importing GX costs seconds, so a run with nothing to validate does not import it).
+Partitions are validated in ephemeral GX contexts (building one costs milliseconds; importing GX costs
+seconds, so a run with nothing to validate does not import it). GX's cost is per expectation and run,
+hardly per row, so a backfill of ``PARALLEL_MIN_PARTITIONS`` or more is spread over worker processes
+(``validation.workers``; spawned, each validating groups of partitions and rendering their Data Docs
+pages); the results meet in the on-disk store and the Data Docs index is built once at the end.
 """
 
 from __future__ import annotations
@@ -383,10 +386,11 @@ def partition_digest(lake: str, date: str) -> dict[str, str]:
 
 
 def suite_digest(schema: SchemaConfig, cfg: ValidationConfig) -> str:
-    """A fingerprint of everything the suite is derived from (``fail_on`` only changes the verdict)."""
+    """A fingerprint of everything the suite is derived from (``fail_on`` only changes the verdict,
+    ``workers`` only the speed)."""
     basis = {
         "schema": schema.model_dump(mode="json"),
-        "validation": cfg.model_dump(mode="json", exclude={"fail_on"}),
+        "validation": cfg.model_dump(mode="json", exclude={"fail_on", "workers"}),
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -526,7 +530,7 @@ def run_validation(
         results, pages = _validate_partitions(
             lake=lake, dates=todo, digests=digests, schema=schema, cfg=cfg,
             data_docs=data_docs.resolve(), results_dir=(state_dir / GX_RESULTS_DIR).resolve(),
-            progress=progress,
+            progress=progress, workers=cfg.workers,
         )  # fmt: skip
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     for pr in results:
@@ -573,7 +577,18 @@ def run_validation(
     return summary
 
 
-def _validate_partitions(
+PARALLEL_MIN_PARTITIONS = 16  # fewer: one process (a worker's GX import costs seconds)
+_GROUP = 8  # partitions per worker task: the progress bar moves, the load stays balanced
+
+
+def _workers(requested: int, todo: int) -> int:
+    """Worker processes for ``todo`` partitions: ``requested`` (0: one per core, at most 4), and one when
+    there are too few partitions to pay for the workers' start."""
+    n = requested or min(os.cpu_count() or 1, 4)
+    return 1 if todo < PARALLEL_MIN_PARTITIONS else max(1, min(n, todo // _GROUP))
+
+
+def _validate_group(
     *,
     lake: str,
     dates: list[str],
@@ -582,24 +597,20 @@ def _validate_partitions(
     cfg: ValidationConfig,
     data_docs: Path,
     results_dir: Path,
-    progress: bool,
-) -> tuple[list[PartitionResult], dict[str, str]]:
-    """Validate ``dates`` in one GX context; returns their results and Data Docs pages (by date)."""
-    t0 = time.time()
+    run_time: dt.datetime,
+    bar: Any = None,
+) -> list[PartitionResult]:
+    """Validate ``dates`` in one GX context, each result written to the on-disk results store. Runs in
+    the stage's process or in a worker process (spawned: everything it takes is plain data)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before GX's first import
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
-    from tqdm import tqdm
 
     ctx = _make_context(data_docs=data_docs, results_dir=results_dir)
     suite = ctx.suites.add(build_suite(schema, cfg))
     source = ctx.data_sources.add_pandas(DATASOURCE_NAME)
-    log.debug("GX context ready in %.1fs", time.time() - t0)
-    store = ctx.validation_results_store
-    keys_before = set(store.list_keys())
-    run_time = dt.datetime.now(dt.UTC)
     out = []
-    for date in tqdm(dates, desc="validate", unit="partition", disable=not progress or len(dates) < 2):
+    for date in dates:
         frame = _load_frame(lake, date)
         batch = source.add_dataframe_asset(name=f"date={date}").add_batch_definition_whole_dataframe(
             "partition"
@@ -613,15 +624,101 @@ def _validate_partitions(
             result_format=RESULT_FORMAT,  # type: ignore[arg-type]
             run_id=RunIdentifier(run_name=f"date={date}", run_time=run_time),
         )
-        pr = summarize_result(date, result, rows=len(frame), parts=digests.get(date))
+        out.append(summarize_result(date, result, rows=len(frame), parts=digests.get(date)))
+        if bar is not None:
+            bar.update(1)
+    # this group's Data Docs pages, here (in parallel with the other groups); the index, which lists every
+    # result on disk, is built once by the caller
+    runs = {f"date={d}" for d in dates}
+    keys = [
+        k
+        for k in ctx.validation_results_store.list_keys()
+        if k.run_id.run_name in runs and k.run_id.run_time == run_time
+    ]
+    ctx.build_data_docs(resource_identifiers=keys, build_index=False)
+    return out
+
+
+def _validate_partitions(
+    *,
+    lake: str,
+    dates: list[str],
+    digests: dict[str, dict[str, str]],
+    schema: SchemaConfig,
+    cfg: ValidationConfig,
+    data_docs: Path,
+    results_dir: Path,
+    progress: bool,
+    workers: int = 0,
+) -> tuple[list[PartitionResult], dict[str, str]]:
+    """Validate ``dates``; returns their results and Data Docs pages (by date).
+
+    GX's cost is per expectation and run, hardly per row (building the metric graph of ~100 expectations
+    takes most of a partition's half second), so a backfill of hundreds of daily partitions is spread over
+    worker processes, each validating groups of partitions in its own context and rendering their pages;
+    the results land in the shared on-disk store and the Data Docs index is built once, here.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    t0 = time.time()
+    n_workers = _workers(workers, len(dates))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    keys_before = _result_keys(results_dir)
+    run_time = dt.datetime.now(dt.UTC)
+    kw: dict[str, Any] = {"lake": lake, "schema": schema, "cfg": cfg, "data_docs": data_docs,
+                          "results_dir": results_dir, "run_time": run_time}  # fmt: skip
+    by_date: dict[str, PartitionResult] = {}
+    with tqdm(
+        total=len(dates), desc="validate", unit="partition", disable=not progress or len(dates) < 2
+    ) as bar:
+        if n_workers == 1:
+            for pr in _validate_group(dates=dates, digests=digests, bar=bar, **kw):
+                by_date[pr.date] = pr
+        else:
+            groups = [dates[i : i + _GROUP] for i in range(0, len(dates), _GROUP)]
+            try:
+                with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    futures = {
+                        pool.submit(_validate_group, dates=g, digests={d: digests[d] for d in g if d in digests},
+                                    **kw): g
+                        for g in groups
+                    }  # fmt: skip
+                    for fut in as_completed(futures):
+                        for pr in fut.result():
+                            by_date[pr.date] = pr
+                        bar.update(len(futures[fut]))
+            except BrokenProcessPool as err:
+                # e.g. a script calling run_validation without `if __name__ == "__main__":` (spawned workers
+                # re-import it) or a worker killed for memory: the rest is validated here, nothing is lost
+                rest = [d for d in dates if d not in by_date]
+                log.warning(
+                    "validation worker processes failed (%s); validating the remaining %d partition(s) in this "
+                    "process. Set validation.workers: 1 to skip the workers; from a script, guard the call with "
+                    "`if __name__ == '__main__':`", err, len(rest),
+                )  # fmt: skip
+                n_workers = 1
+                for pr in _validate_group(dates=rest, digests=digests, bar=bar, **kw):
+                    by_date[pr.date] = pr
+    out = [by_date[d] for d in dates]
+    for pr in out:
         log.info(
-            "partition date=%s: %s (%d rows, %d expectations)", date, pr.status, pr.rows, pr.expectations
+            "partition date=%s: %s (%d rows, %d expectations)", pr.date, pr.status, pr.rows, pr.expectations
         )
-        out.append(pr)
-    new_keys = [k for k in store.list_keys() if k not in keys_before]
+    log.info("validated %d partition(s) in %.1fs with %d process(es)", len(out), time.time() - t0, n_workers)
     t1 = time.time()
-    ctx.build_data_docs(resource_identifiers=[*new_keys, *ctx.expectations_store.list_keys()])
-    log.info("Data Docs: %d page(s) rendered in %.1fs -> %s", len(new_keys), time.time() - t1, data_docs)
+    ctx = _make_context(data_docs=data_docs, results_dir=results_dir)
+    ctx.suites.add(build_suite(schema, cfg))
+    store = ctx.validation_results_store
+    new_keys = [k for k in store.list_keys() if k.to_tuple() not in keys_before]
+    ctx.build_data_docs(
+        resource_identifiers=[*ctx.expectations_store.list_keys()]
+    )  # the suite page, the index
+    log.info("Data Docs: index of %d result(s) built in %.1fs -> %s", len(store.list_keys()), time.time() - t1,
+             data_docs)  # fmt: skip
     pages = {}
     for key in new_keys:  # (suite, run name, run time, batch id) -> the page GX wrote for it
         suite_name, run_name, run_time_s, batch_id = key.to_tuple()
@@ -629,6 +726,17 @@ def _validate_partitions(
             f"validations/{suite_name}/{run_name}/{run_time_s}/{batch_id}.html"
         )
     return out, pages
+
+
+def _result_keys(results_dir: Path) -> set[tuple[str, ...]]:
+    """The keys of the results already in the on-disk store (read through a GX store, as GX lists them)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    from great_expectations.data_context.store import ValidationResultsStore
+
+    store = ValidationResultsStore(
+        store_backend={"class_name": "TupleFilesystemStoreBackend", "base_directory": str(results_dir)}
+    )
+    return {k.to_tuple() for k in store.list_keys()}
 
 
 # --------------------------------------------------------------------------- offline overview page

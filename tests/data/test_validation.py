@@ -200,3 +200,34 @@ def test_cli_exits_nonzero_with_one_line_per_failure(lake, tmp_path, params):
         app, ["validate", "--lake", lake, "--date", "2025-1-1", "--params", str(params_file)]
     )
     assert bad.exit_code == 2 and "--date = '2025-1-1'" in bad.output
+
+
+def test_a_backfill_in_worker_processes_records_what_one_process_does(synthetic_lake, tmp_path, vparams):
+    """Twenty partitions, one of them broken: two spawned workers (each its own GX context, results in the
+    shared store) give the same record and failure lines as one process, a Data Docs page per partition."""
+    from pipelines.validate import PARALLEL_MIN_PARTITIONS, _workers
+
+    src = synthetic_lake / "lake"
+    dates = lake_dates(str(src))
+    assert len(dates) >= PARALLEL_MIN_PARTITIONS and _workers(2, len(dates)) == 2
+    lake = tmp_path / "lake"
+    for d in dates:
+        shutil.copytree(src / f"date={d}", lake / f"date={d}")
+    bad = dates[13]
+    base = read_partition(str(lake), bad).slice(0, 10)
+    _plant(str(lake), bad, "bad-amount", _with_column(base, "amount", [-1.0] * 10))
+    records, summaries = [], []
+    for workers in (1, 2):
+        p = vparams.model_copy(update={"validation": vparams.validation.model_copy(update={"workers": workers})})
+        reports = tmp_path / f"reports-{workers}"
+        summaries.append(_run(str(lake), reports, p, all_partitions=True))
+        records.append(json.loads((reports / "state" / "validated.json").read_text())["partitions"])
+        assert len(list((reports / "data_docs" / "validations").rglob("*.html"))) == len(dates)
+    one, two = summaries
+    assert one["failed_partitions"] == two["failed_partitions"] == [bad]
+    assert one["failure_lines"] == two["failure_lines"] and one["failure_lines"]
+    drop = ("validated_at", "docs_page")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in records[1].values()] == [
+        {k: v for k, v in r.items() if k not in drop} for r in records[0].values()
+    ]
+    assert all(r["docs_page"] for r in records[1].values())
