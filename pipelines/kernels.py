@@ -2,8 +2,8 @@
 
 - :func:`transform`: :func:`pipelines.featurespec.transform` fused into one pass over the rows. The numpy
   reference builds every numeric feature through a handful of whole-column temporaries and then fills the
-  float32 matrix tile by tile; here each row of the matrix is written once, straight from the input
-  columns. Whatever is not plain IEEE arithmetic stays numpy's, so the two agree exactly on every machine:
+  float32 matrix tile by tile; here the matrix is filled in row tiles that stay in cache, straight from
+  the input columns, with no temporaries. Whatever is not plain IEEE arithmetic stays numpy's, so the two agree exactly on every machine:
   ``log1p`` is numpy's (computed on the column before the kernel), and categorical, hash and cyclical
   blocks come from the reference's own code (:func:`pipelines.featurespec.apply_op`, vocabulary-sized work
   plus a gather); the kernel does the imputation, scaling, indicators, bins and the assembly.
@@ -37,9 +37,7 @@ _N_FLOAT = 4
 
 
 @njit(nogil=True, cache=True)
-def _fill(
-    out, xs, logs, num_i, num_f, edges, dense, dense_col, hot, hot_start, hot_width
-):  # pragma: no cover
+def _fill(out, xs, logs, num_i, num_f, edges, dense, dense_col, hot, hot_start):  # pragma: no cover
     # Row tiles small enough to stay in cache; within a tile, one input column at a time (sequential
     # reads, a handful of streams), the tile zeroed first so one-hot blocks only write their ones.
     n = out.shape[0]
@@ -174,7 +172,7 @@ def transform(
     _fill(
         out, xs, logs, num_i, num_f, np.asarray(edges, dtype=np.float64), dense_rows,
         np.asarray([c for c, _ in dense], dtype=np.int64), hot_rows,
-        np.asarray([a for a, _ in hot], dtype=np.int64), np.asarray([b.width for _, b in hot], dtype=np.int64),
+        np.asarray([a for a, _ in hot], dtype=np.int64),
     )  # fmt: skip
     return out
 
