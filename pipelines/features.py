@@ -202,7 +202,13 @@ def aggregate_arrays(
             query = (codes * width + start_rank)[order]  # ascending in (entity, time) order
         return np.searchsorted(ks, query, side="left")
 
-    if direct and engine == "numba" and (rows is None or isinstance(rows, slice)):
+    # (a value without its column's name, or the reverse, keeps the reference's naming: numpy path)
+    if (
+        direct
+        and engine == "numba"
+        and (rows is None or isinstance(rows, slice))
+        and (value is None) == (not value_column)
+    ):
         from pipelines.kernels import entity_windows
 
         if rows is None:
@@ -213,15 +219,7 @@ def aggregate_arrays(
             row_of[picked] = np.arange(n_out)
         spans = [s * 1_000_000 for s in secs]
         table = entity_windows(ks, order, codes, t, value, spans, row_of, n_out)
-        names = [
-            name
-            for w in windows
-            for name in (
-                [f"{entity_key}__n_{w}"]
-                + ([f"{entity_key}__sum_{value_column}_{w}", f"{entity_key}__mean_{value_column}_{w}"]
-                   if value is not None else [])
-            )
-        ] + [f"{entity_key}__secs_since_prev"]  # fmt: skip
+        names = list(aggregate_columns(entity_key, windows, value_column))
         return {name: table[:, c] for c, name in enumerate(names)}
     g, ts = codes[order], t[order]
     new_k = np.empty(n, dtype=bool)
