@@ -229,13 +229,14 @@ def iter_scored(
 
         scratch: Any = kernels.Scratch()
 
-        def to_matrix(columns: dict[str, Any], out: np.ndarray) -> np.ndarray:
+        def to_matrix(columns: dict[str, Any], n: int, chunk: int) -> np.ndarray:
+            # two matrices in turn: the model reads one while the next chunk fills the other
+            out = scratch.get(f"matrix{chunk % 2}", (n, len(spec["feature_names"])), np.float32)
             return kernels.transform(spec, columns, out=out, scratch=scratch)
     else:  # the numpy reference: the same matrix, slower
 
-        def to_matrix(columns: dict[str, Any], out: np.ndarray) -> np.ndarray:
-            out[...] = fs.transform(spec, columns)
-            return out
+        def to_matrix(columns: dict[str, Any], n: int, chunk: int) -> np.ndarray:
+            return fs.transform(spec, columns)
 
     spec = model.spec
     key = params.schema.entity_key
@@ -287,8 +288,6 @@ def iter_scored(
     consts = [("model", model.name), ("model_version", model.version), ("spec_digest", spec["digest"])]
     offset = 0
     scored = 0
-    width = len(spec["feature_names"])
-    buffers: list[np.ndarray | None] = [None, None]
     chunk = 0
     from tqdm import tqdm
 
@@ -316,11 +315,7 @@ def iter_scored(
                         raise PredictError(f"{p}: rows changed while scoring (event ids out of step); re-run")
                     for c in agg_cols:
                         columns[c] = aggregates[c][offset : offset + n]
-                # two matrices in turn: the model reads one while the next chunk fills the other
-                buf = buffers[chunk % 2]
-                if buf is None or buf.size < n * width:
-                    buf = buffers[chunk % 2] = np.empty(max(n, cfg.chunk_rows) * width, dtype=np.float32)
-                x = to_matrix(columns, buf[: n * width].reshape(n, width))
+                x = to_matrix(columns, n, chunk)
                 chunk += 1
                 keep = ["event_id", "event_time", key, *[c for c in extra if c in batch.schema.names]]
                 job = ((batch, keep), pool.submit(model.predict_matrix, x))
