@@ -1,8 +1,10 @@
 """Batch-prediction benchmark: 1M rows end to end against the floor of ``Booster.inplace_predict``.
 
 End to end (``pipelines.predict.run_predict`` on one lake partition of N rows): read the registry's champion
-(sha256-verified), read the partition and the narrow history before it, point-in-time aggregates, the numpy
-spec transform in chunks, XGBoost, the predictions parquet (atomic write). The floor: the same booster's
+(sha256-verified), read the partition and the narrow history before it, point-in-time aggregates, the spec
+transform in chunks, the model (``predict.scorer: auto``: the compiled trees of pipelines/treescore.py,
+XGBoost's scores bit for bit), the predictions parquet (atomic write); and the same with ``scorer: xgboost``
+(``inplace_predict`` inside the pipeline), side by side. The floor: the same booster's
 ``inplace_predict`` on the already-prepared float32 feature matrix of the same rows. Each side runs in its own
 subprocess, so each peak RSS is its own. Target: end to end <= 1.5x the floor.
 
@@ -194,13 +196,13 @@ END_TO_END = textwrap.dedent(
     walls, cpus = [], []
     for _ in range({repeat}):  # best of N, as the floor (each run rewrites the same file atomically)
         t0, c0 = time.perf_counter(), time.process_time()
-        s = run_predict(lake={lake!r}, registry={registry!r}, out={out!r}, date={date!r}, cfg=p.predict, params=p,
-                        progress=False)
+        s = run_predict(lake={lake!r}, registry={registry!r}, out={out!r}, date={date!r},
+                        cfg=p.predict.model_copy(update={{"scorer": {scorer!r}}}), params=p, progress=False)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     wall = min(walls)
     print(json.dumps({{"seconds": wall, "runs": walls, "cpu_seconds": min(cpus), "rows": s["rows"], "import_seconds": import_s,
-                      "peak_rss_mb": peak_rss_mb()}}))
+                      "scorer": s["scorer"], "peak_rss_mb": peak_rss_mb()}}))
     """
 )
 
@@ -226,8 +228,23 @@ FLOOR = textwrap.dedent(
     best_t = min(walls)
     out = booster.inplace_predict(x, iteration_range=rng)
     same = bool(np.array_equal(np.asarray(out, dtype=np.float64), pred["score"].to_numpy()))
+    rss = peak_rss_mb()
+    # the compiled trees alone (pipelines.treescore, one thread) on the same matrix, for the record
+    from pipelines.treescore import compile_booster
+    trees = compile_booster(booster, rng)
+    trees.predict(x[:1000])
+    tree_walls = []
+    for _ in range({repeat}):
+        t0 = time.perf_counter()
+        got = trees.predict(x)
+        tree_walls.append(time.perf_counter() - t0)
+    booster.set_param({{"nthread": 1}})
+    t0 = time.perf_counter()
+    booster.inplace_predict(x, iteration_range=rng)
+    one_thread = time.perf_counter() - t0
     print(json.dumps({{"seconds": best_t, "runs": walls, "cpu_seconds": min(cpus), "rows": len(x), "same_scores_as_end_to_end": same,
-                      "peak_rss_mb": peak_rss_mb()}}))
+                      "peak_rss_mb": rss, "compiled_trees_1_thread_seconds": min(tree_walls),
+                      "inplace_predict_1_thread_seconds": one_thread, "compiled_equal": bool(np.array_equal(got, out))}}))
     """
 )
 
@@ -288,42 +305,55 @@ def main() -> None:
     prep_s = time.perf_counter() - t0
     out = str(work / "predictions")
     pred_file = str(Path(out) / f"date={ctx['date']}" / f"part-{ctx['version']}.parquet")
-    e2e_code = END_TO_END.format(root=str(ROOT), params=str(ROOT / "params.yaml"), lake=ctx["lake"],
-                                 registry=ctx["registry"], out=out, date=ctx["date"], repeat=args.repeat)  # fmt: skip
+    e2e_code, xgb_code = (
+        END_TO_END.format(root=str(ROOT), params=str(ROOT / "params.yaml"), lake=ctx["lake"], scorer=scorer,
+                          registry=ctx["registry"], out=out, date=ctx["date"], repeat=args.repeat)
+        for scorer in ("auto", "xgboost")
+    )  # fmt: skip
     floor_code = None
     e2e_runs: list[dict] = []
+    xgb_runs: list[dict] = []
     floor_runs: list[dict] = []
-    # Side by side: the two paths alternate, round after round, so both see the same machine (this one is
+    # Side by side: the paths alternate, round after round, so all see the same machine (this one is
     # shared and its speed drifts by tens of percent within minutes); the best of each is compared.
     for r in range(args.rounds):
         e2e_runs.append(_run(e2e_code))
+        xgb_runs.append(_run(xgb_code))
         if floor_code is None:
             x = feature_matrix_for(ctx["lake"], ctx["date"], str(Path(ctx["model"]) / "spec.json"))
             np.save(work / "x.npy", x)
             floor_code = FLOOR.format(root=str(ROOT), pred=pred_file, matrix=str(work / "x.npy"),
                                       model=ctx["model"], best=ctx["best_iteration"], repeat=args.repeat)  # fmt: skip
         floor_runs.append(_run(floor_code))
-        print(f"round {r + 1}/{args.rounds}: end to end {e2e_runs[-1]['seconds']:.2f} s, "
+        print(f"round {r + 1}/{args.rounds}: end to end {e2e_runs[-1]['seconds']:.2f} s "
+              f"({e2e_runs[-1]['scorer']}), with the xgboost scorer {xgb_runs[-1]['seconds']:.2f} s, "
               f"floor {floor_runs[-1]['seconds']:.2f} s", flush=True)  # fmt: skip
-    e2e = min(e2e_runs, key=lambda d: d["seconds"])
-    floor = min(floor_runs, key=lambda d: d["seconds"])
-    e2e["runs"] = [w for d in e2e_runs for w in d["runs"]]
-    floor["runs"] = [w for d in floor_runs for w in d["runs"]]
+    e2e, e2e_xgb, floor = (min(runs, key=lambda d: d["seconds"]) for runs in (e2e_runs, xgb_runs, floor_runs))
+    for best, runs in ((e2e, e2e_runs), (e2e_xgb, xgb_runs), (floor, floor_runs)):
+        best["runs"] = [w for d in runs for w in d["runs"]]
     floor["same_scores_as_end_to_end"] = all(d["same_scores_as_end_to_end"] for d in floor_runs)
+    floor["compiled_trees_1_thread_seconds"] = min(d["compiled_trees_1_thread_seconds"] for d in floor_runs)
+    floor["inplace_predict_1_thread_seconds"] = min(d["inplace_predict_1_thread_seconds"] for d in floor_runs)
     ratio = e2e["seconds"] / floor["seconds"]
+    ratio_xgb = e2e_xgb["seconds"] / floor["seconds"]
     load_after = load_avg()
     print(f"{'path':<44} {'rows':>9} {'seconds':>8} {'rows/s':>11} {'peak RSS MB':>12}")
     for name, r in (
-        ("end to end (lake -> predictions parquet)", e2e),
+        (f"end to end (lake -> predictions), {e2e['scorer']}", e2e),
+        ("end to end, scorer xgboost", e2e_xgb),
         ("floor: Booster.inplace_predict", floor),
     ):
         print(f"{name:<44} {r['rows']:>9,} {r['seconds']:>8.2f} {r['rows'] / r['seconds']:>11,.0f} "
               f"{r['peak_rss_mb']:>12.0f}")  # fmt: skip
     print(f"\n{'PASS' if ratio <= 1.5 else 'FAIL'}  end to end / floor = {ratio:.2f} (target <= 1.5); "
           f"floor scores == end-to-end scores: {floor['same_scores_as_end_to_end']}")  # fmt: skip
+    print(f"      with scorer xgboost (Booster.inplace_predict in the pipeline): {ratio_xgb:.2f}; "
+          f"one thread on the prepared matrix: compiled trees {floor['compiled_trees_1_thread_seconds']:.2f} s, "
+          f"inplace_predict {floor['inplace_predict_1_thread_seconds']:.2f} s")  # fmt: skip
     print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores); "
           f"trees: best_iteration {ctx['best_iteration']}; setup {prep_s:.0f} s")  # fmt: skip
-    result = {"model": args.model, "model_version": ctx["version"], "end_to_end": e2e, "floor": floor, "ratio": ratio, "target_ratio": 1.5, "passed": ratio <= 1.5,
+    result = {"model": args.model, "model_version": ctx["version"], "end_to_end": e2e, "end_to_end_xgboost_scorer": e2e_xgb,
+              "floor": floor, "ratio": ratio, "ratio_xgboost_scorer": ratio_xgb, "target_ratio": 1.5, "passed": ratio <= 1.5,
               "rounds": args.rounds, "repeat": args.repeat, "rows": args.rows, "best_iteration": int(ctx["best_iteration"]), "n_features": int(x.shape[1]),
               "chunk_rows": load_params(ROOT / "params.yaml").predict.chunk_rows,
               "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count()}  # fmt: skip

@@ -689,6 +689,8 @@ class PredictConfig(_Model):
     chunk_rows: int = Field(default=250_000, ge=1_000, le=50_000_000)  # rows scored at a time (memory bound)
     lookback_days: int = Field(default=60, ge=1, le=3660)  # history for secs_since_prev (see predict.py)
     extra_columns: list[str] = Field(default_factory=list)  # kept on every prediction row (e.g. slices)
+    # XGBoost's scores by pipelines.treescore (compiled) or Booster.inplace_predict; auto: compiled if it can
+    scorer: Literal["auto", "compiled", "xgboost"] = "auto"
 
 
 BacktestStrategy = Literal["never", "stateless", "stateful", "stateful_refit", "policy"]

@@ -24,6 +24,7 @@ import datetime as dt
 import html
 import logging
 import math
+import os
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -679,12 +680,17 @@ def history_table(
     from pipelines.etl import lake_dates, read_partition
 
     dates = [d for d in lake_dates(lake) if start.date().isoformat() <= d <= end.date().isoformat()]
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    bar = tqdm(
-        dates, desc="features: lake history", unit="partition", disable=not progress or len(dates) < 30
-    )
-    tables = [t for d in bar if (t := read_partition(lake, d, columns=columns)) is not None]
+    # partitions read on a few threads (Parquet decoding releases the GIL), kept in date order
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loopline-read") as pool:
+        read = pool.map(lambda d: read_partition(lake, d, columns=columns), dates)
+        bar = tqdm(read, total=len(dates), desc="features: lake history", unit="partition",
+                   disable=not progress or len(dates) < 30)  # fmt: skip
+        tables = [t for t in bar if t is not None]
     if not tables:
         return None
     table = pa.concat_tables(tables, promote_options="default")

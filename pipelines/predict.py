@@ -47,6 +47,12 @@ class LoadedModel:
     version: str
     spec: dict[str, Any]
     predict_matrix: Callable[[np.ndarray], np.ndarray]
+    # what computes the scores: "compiled" (pipelines.treescore) or "xgboost" for an XGBoost model, else
+    # the model's name; a fallback during a run rewrites it with the reason
+    scorer: str = ""
+
+    def __post_init__(self) -> None:
+        self.scorer = self.scorer or self.name
 
 
 # --------------------------------------------------------------------------- dates (pure)
@@ -87,8 +93,15 @@ def resolve_dates(
 # --------------------------------------------------------------------------- model loading
 
 
-def load_model(registry: str, *, version: str | None, model: str) -> LoadedModel:
-    """A registered model from verified bytes: ``xgboost`` (default), ``keras`` or ``tflite:<variant>``."""
+def load_model(registry: str, *, version: str | None, model: str, scorer: str = "auto") -> LoadedModel:
+    """A registered model from verified bytes: ``xgboost`` (default), ``keras`` or ``tflite:<variant>``.
+
+    ``scorer`` (XGBoost only): ``compiled`` scores with :mod:`pipelines.treescore` (XGBoost's scores bit for
+    bit, about half the CPU; checked against the booster on probe rows at load and on the first rows
+    scored, falling back to XGBoost on any difference), ``xgboost`` with ``Booster.inplace_predict``,
+    ``auto`` compiled where numba is installed and the booster is supported."""
+    if scorer not in SCORERS:
+        raise PredictError(f"scorer {scorer!r}: expected one of {SCORERS}")
     from pipelines import models, storage
     from pipelines.featurespec import loads_spec
     from pipelines.registry import ALIASES, Registry, sha256_bytes
@@ -113,15 +126,14 @@ def load_model(registry: str, *, version: str | None, model: str) -> LoadedModel
         import json
 
         meta = json.loads(blobs[models.XGB_META])
-        scorer = models.XGBoostScorer.from_bytes(
+        xgb_scorer = models.XGBoostScorer.from_bytes(
             blobs[models.XGB_FILE], spec=spec, best_iteration=int(meta["best_iteration"])
         )
-        rng = (0, scorer.best_iteration + 1)
-
-        def xgb_predict(x: np.ndarray) -> np.ndarray:
-            return np.asarray(scorer.booster.inplace_predict(x, iteration_range=rng), dtype=np.float64)
-
-        return LoadedModel("xgboost", version, spec, xgb_predict)
+        loaded = LoadedModel("xgboost", version, spec, lambda x: x)
+        loaded.predict_matrix, loaded.scorer = _xgboost_predictor(
+            xgb_scorer.booster, (0, xgb_scorer.best_iteration + 1), scorer=scorer, loaded=loaded
+        )
+        return loaded
     if model == "keras":
         import tempfile
         from pathlib import Path
@@ -153,11 +165,90 @@ def load_model(registry: str, *, version: str | None, model: str) -> LoadedModel
     raise PredictError(f"--model {model!r}: expected xgboost, keras or tflite:<variant>")
 
 
+SCORERS = ("auto", "compiled", "xgboost")
+_CHECK_ROWS = 2048  # rows of a run's first chunk that the compiled scores are checked on against XGBoost
+
+
+def _xgboost_predictor(
+    booster: Any, rng: tuple[int, int], *, scorer: str, loaded: LoadedModel
+) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The matrix -> float64 probabilities function for a booster, and the scorer's name (see load_model)."""
+    from pipelines.features import numba_available
+
+    def xgb_predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(booster.inplace_predict(x, iteration_range=rng), dtype=np.float64)
+
+    if scorer == "xgboost" or (scorer == "auto" and not numba_available()):
+        return xgb_predict, "xgboost"
+    if not numba_available():
+        raise PredictError("scorer compiled needs numba (pip install numba), or set predict.scorer: xgboost")
+    from pipelines import treescore
+
+    try:
+        compiled = treescore.compile_booster(booster, rng)
+        compiled.verify(booster, rng)
+    except (treescore.Unsupported, treescore.Mismatch) as e:
+        if scorer == "compiled":
+            raise PredictError(
+                f"the compiled scorer cannot score this model ({e}); set predict.scorer: xgboost"
+            ) from e
+        log.info("predict: scoring with XGBoost (the compiled scorer: %s)", e)
+        return xgb_predict, "xgboost"
+    checked = False
+    helper = _SplitScorer(compiled.predict)
+
+    def compiled_predict(x: np.ndarray) -> np.ndarray:
+        nonlocal checked
+        if loaded.scorer != "compiled":  # fell back earlier in this run
+            return xgb_predict(x)
+        got = helper(x)
+        if not checked:
+            checked = True
+            head = np.ascontiguousarray(x[:_CHECK_ROWS])
+            ref = np.asarray(booster.inplace_predict(head, iteration_range=rng))
+            if not np.array_equal(ref, got[: len(head)], equal_nan=True):
+                loaded.scorer = "xgboost (the compiled scores differed on the first rows)"
+                log.warning(
+                    "predict: the compiled scores differ from XGBoost's on the first rows; using XGBoost"
+                )
+                return xgb_predict(x)
+        return got.astype(np.float64)
+
+    return compiled_predict, "compiled"
+
+
+class _SplitScorer:
+    """Score a matrix in two halves, one on a helper thread (the compiled kernel releases the GIL), as
+    XGBoost scores on all cores; one thread where there is one core or few rows."""
+
+    def __init__(self, score: Callable[..., np.ndarray], min_rows: int = 16_384) -> None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.score = score
+        self.min_rows = min_rows
+        self.pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-trees")
+            if (os.cpu_count() or 1) > 1
+            else None
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty(len(x), dtype=np.float32)
+        if self.pool is None or len(x) < self.min_rows:
+            return self.score(x, out)
+        half = len(x) // 2
+        other = self.pool.submit(self.score, x[half:], out[half:])
+        self.score(x[:half], out[:half])
+        other.result()
+        return out
+
+
 # --------------------------------------------------------------------------- one partition
 
 
-def _schema_names(loc: str) -> list[str]:
-    """Column names of a parquet file from its footer (no data read)."""
+def _schema(loc: str) -> Any:
+    """The Arrow schema of a parquet file from its footer (no data read)."""
     import io
 
     import pyarrow.parquet as pq
@@ -165,7 +256,7 @@ def _schema_names(loc: str) -> list[str]:
     from pipelines import storage
 
     path = storage.local_path(loc)
-    return list(pq.read_schema(path if path is not None else io.BytesIO(storage.read_bytes(loc))).names)
+    return pq.read_schema(path if path is not None else io.BytesIO(storage.read_bytes(loc)))
 
 
 def _part_name(m: LoadedModel) -> str:
@@ -217,11 +308,8 @@ def iter_scored(
     from pipelines import storage
     from pipelines.etl import partition_path
     from pipelines.features import (
-        aggregate_arrays,
         aggregate_columns,
-        history_table,
         numba_available,
-        parse_window,
     )
 
     if numba_available():
@@ -247,41 +335,10 @@ def iter_scored(
     parts = storage.list_files(partition_path(lake, date), "part-*.parquet")
     if not parts:
         raise PredictError(f"{partition_path(lake, date)}: no parquet parts to score")
-    narrow = ["event_id", "event_time", key, *([value] if value else [])]
     aggregates: dict[str, np.ndarray] | None = None
     agg_ids: Any = None
-    if agg_cols:
-        if set(aggregate_columns(key, windows, value)) != set(agg_cols):
-            raise PredictError(
-                f"spec aggregates {agg_cols} do not match its windows {windows}; refit the spec"
-            )
-        day = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
-        max_window = dt.timedelta(seconds=max(parse_window(w) for w in windows))
-        # Training read history from the fit window's start minus the longest window, so an entity's
-        # secs_since_prev saw every earlier event since then: read the same, bounded by lookback_days.
-        fit_start = dt.datetime.fromisoformat(spec["fit"]["window"]["start"]) - max_window
-        start = max(min(fit_start, day - max_window), day - dt.timedelta(days=cfg.lookback_days))
-        before = day - dt.timedelta(microseconds=1)
-        counted = narrow[1:]  # the history's event ids are never needed
-        history = history_table(lake, start=start, end=before, columns=counted, progress=progress)
-        current = pa.concat_tables(
-            [storage.read_parquet(p, columns=narrow) for p in parts], promote_options="default"
-        )
-        events = (
-            current.select(counted)
-            if history is None
-            else pa.concat_tables(
-                [history.select(counted), current.select(counted)], promote_options="default"
-            )
-        )
-        n_hist = events.num_rows - current.num_rows
-        aggregates = aggregate_arrays(
-            _epoch_us(events.column("event_time")), _codes(events.column(key)),
-            _floats(events.column(value)) if value else None,
-            entity_key=key, windows=windows, value_column=value, rows=slice(n_hist, events.num_rows),
-        )  # fmt: skip
-        agg_ids = current.column("event_id")
-        del events, history, current
+    if agg_cols and set(aggregate_columns(key, windows, value)) != set(agg_cols):
+        raise PredictError(f"spec aggregates {agg_cols} do not match its windows {windows}; refit the spec")
     extra = [c for c in cfg.extra_columns if c not in ("event_id", "event_time", key)]
     read_cols = list(dict.fromkeys(["event_id", "event_time", key, *inputs, *extra]))
     total = sum(_num_rows(p) for p in parts)
@@ -294,23 +351,40 @@ def iter_scored(
     def finish(batch: Any, keep: list[str], scores: np.ndarray) -> Any:
         n = batch.num_rows
         names = [*keep, "score", *(name for name, _ in consts)]
+        # the constants as one-value dictionaries: nothing for the writer to encode
+        zeros = pa.array(np.zeros(n, dtype=np.int32))
         arrays = [*(batch.column(c) for c in keep), pa.array(scores, type=pa.float64()),
-                  *(pa.repeat(pa.scalar(v, type=pa.string()), n) for _, v in consts)]  # fmt: skip
+                  *(pa.DictionaryArray.from_arrays(zeros, pa.array([v], type=pa.string())) for _, v in consts)]  # fmt: skip
         bar.update(n)
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     with (
         tqdm(total=total, desc=f"predict {date}", unit="row", disable=not progress, leave=False) as bar,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-score") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-aggregates") as fronts,
     ):
+        # the aggregates (history read, one sweep; GIL released) on their own thread while the first
+        # chunk is read here: the chunk needs them only when its matrix is filled
+        front = (
+            fronts.submit(_partition_aggregates, lake, date, parts, spec=spec, cfg=cfg, key=key, progress=progress)
+            if agg_cols else None
+        )  # fmt: skip
         pending = None
         for p in parts:
-            present = set(_schema_names(p))
-            cols = [c for c in read_cols if c in present]
-            for batch in storage.iter_parquet_batches(p, batch_size=cfg.chunk_rows, columns=cols):
+            schema = _schema(p)
+            cols = [c for c in read_cols if c in schema.names]
+            # text columns (not the unique ids) arrive dictionary-coded: the spec wants codes anyway and
+            # the predictions file writes a dictionary as it is
+            coded = [c for c in cols if c != "event_id" and pa.types.is_string(schema.field(c).type)]
+            batches = storage.iter_parquet_batches(
+                p, batch_size=cfg.chunk_rows, columns=cols, read_dictionary=coded
+            )
+            for batch in batches:
                 n = batch.num_rows
                 columns = arrow_columns(batch, inputs)
-                if aggregates is not None:
+                if front is not None:
+                    if aggregates is None:
+                        aggregates, agg_ids = front.result()
                     if not pa.chunked_array([batch.column("event_id")]).equals(agg_ids.slice(offset, n)):
                         raise PredictError(f"{p}: rows changed while scoring (event ids out of step); re-run")
                     for c in agg_cols:
@@ -329,6 +403,51 @@ def iter_scored(
             yield finish(*pending[0], pending[1].result())
     if not scored:
         raise PredictError(f"{partition_path(lake, date)}: the partition has no rows to score")
+
+
+def _partition_aggregates(
+    lake: str,
+    date: str,
+    parts: list[str],
+    *,
+    spec: Mapping[str, Any],
+    cfg: PredictConfig,
+    key: str,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], Any]:
+    """The point-in-time aggregates of a partition's rows (in file order) and their event ids."""
+    import pyarrow as pa
+
+    from pipelines import storage
+    from pipelines.features import aggregate_arrays, history_table, parse_window
+
+    windows = list(spec["aggregates"]["windows"])
+    value = spec["aggregates"].get("value_column")
+    narrow = ["event_id", "event_time", key, *([value] if value else [])]
+    day = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
+    max_window = dt.timedelta(seconds=max(parse_window(w) for w in windows))
+    # Training read history from the fit window's start minus the longest window, so an entity's
+    # secs_since_prev saw every earlier event since then: read the same, bounded by lookback_days.
+    fit_start = dt.datetime.fromisoformat(spec["fit"]["window"]["start"]) - max_window
+    start = max(min(fit_start, day - max_window), day - dt.timedelta(days=cfg.lookback_days))
+    before = day - dt.timedelta(microseconds=1)
+    counted = narrow[1:]  # the history's event ids are never needed
+    history = history_table(lake, start=start, end=before, columns=counted, progress=progress)
+    current = pa.concat_tables(
+        [storage.read_parquet(p, columns=narrow) for p in parts], promote_options="default"
+    )
+    events = (
+        current.select(counted)
+        if history is None
+        else pa.concat_tables([history.select(counted), current.select(counted)], promote_options="default")
+    )
+    n_hist = events.num_rows - current.num_rows
+    aggregates = aggregate_arrays(
+        _epoch_us(events.column("event_time")), _codes(events.column(key)),
+        _floats(events.column(value)) if value else None,
+        entity_key=key, windows=windows, value_column=value, rows=slice(n_hist, events.num_rows),
+    )  # fmt: skip
+    return aggregates, current.column("event_id")
 
 
 def _epoch_us(col: Any) -> np.ndarray:
@@ -427,7 +546,7 @@ def run_predict(
     if not available:
         raise PredictError(f"lake {lake} has no partitions; run `loopline etl` first")
     dates = resolve_dates(available, date=date, start=start, end=end, window_days=cfg.window_days)
-    loaded = load_model(registry, version=version, model=model)
+    loaded = load_model(registry, version=version, model=model, scorer=cfg.scorer)
     written: dict[str, Any] = {}
     rows = 0
     for d in dates:
@@ -437,6 +556,7 @@ def run_predict(
         n = storage.write_parquet_batches(
             loc, _tally(iter_scored(lake, d, model=loaded, params=params, cfg=cfg, progress=progress), sums),
             no_dictionary=["event_id", "event_time", "score"], statistics=["event_time", "score"],
+            store_schema=False,  # text columns come dictionary-coded; readers get plain strings
         )  # fmt: skip
         written[d] = {"file": loc, "rows": n, "seconds": round(time.perf_counter() - t0, 3),
                       "mean_score": sums[0] / sums[1] if sums[1] else None}  # fmt: skip
@@ -446,6 +566,7 @@ def run_predict(
     return {
         "model": loaded.name,
         "model_version": loaded.version,
+        "scorer": loaded.scorer,
         "spec_digest": loaded.spec["digest"],
         "dates": dates,
         "partitions": written,

@@ -261,26 +261,39 @@ def write_parquet_batches(
     compression: str = "zstd",
     no_dictionary: Iterable[str] = (),
     statistics: bool | list[str] = True,
+    store_schema: bool = True,
 ) -> int:
     """Stream record batches into one Parquet file (a row group per batch), written atomically at the end
-    like :func:`write_parquet`; each batch is encoded as it arrives, so encoding overlaps the producer's
-    work. ``no_dictionary`` names columns not worth dictionary-encoding (unique ids, floats: the encoder
-    tries and gives up), ``statistics`` the columns whose min/max a reader prunes on (or all / none).
+    like :func:`write_parquet`. Each batch is encoded on a writer thread as soon as it arrives (Arrow
+    releases the GIL), while the producer makes the next (at most two wait), so encoding overlaps the
+    producer's work. ``no_dictionary`` names columns not worth dictionary-encoding (unique ids, floats:
+    the encoder tries and gives up), ``statistics`` the columns whose min/max a reader prunes on (or all /
+    none). ``store_schema=False`` leaves the Arrow schema out of the file: dictionary-typed columns (cheap
+    to write: the dictionary is already built) then read back as their plain value type.
     Returns the number of rows; raises ValueError on no batches (a Parquet file needs a schema)."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     skip = set(no_dictionary)
     sink = io.BytesIO()
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
-        for batch in batches:
-            if writer is None:
-                dictionary = [c for c in batch.schema.names if c not in skip] if skip else True
-                writer = pq.ParquetWriter(
-                    sink, batch.schema, compression=None if compression == "none" else compression,
-                    use_dictionary=dictionary, write_statistics=statistics, store_schema=True,
-                )  # fmt: skip
-            writer.write_batch(batch)
-            rows += batch.num_rows
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-write") as pool:
+            pending: deque[Future[None]] = deque()
+            for batch in batches:
+                if writer is None:
+                    dictionary = [c for c in batch.schema.names if c not in skip] if skip else True
+                    writer = pq.ParquetWriter(
+                        sink, batch.schema, compression=None if compression == "none" else compression,
+                        use_dictionary=dictionary, write_statistics=statistics, store_schema=store_schema,
+                    )  # fmt: skip
+                pending.append(pool.submit(writer.write_batch, batch))
+                rows += batch.num_rows
+                while len(pending) > 2:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
     finally:
         if writer is not None:
             writer.close()
@@ -303,9 +316,14 @@ def sha256_of(loc: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def iter_parquet_batches(
-    loc: str | Path, batch_size: int = 65_536, columns: list[str] | None = None
+    loc: str | Path,
+    batch_size: int = 65_536,
+    columns: list[str] | None = None,
+    read_dictionary: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream a Parquet file in record batches (bounded memory)."""
+    """Stream a Parquet file in record batches (bounded memory); ``read_dictionary`` columns come
+    dictionary-typed (no strings materialized for a column the file stores dictionary-encoded)."""
     path = local_path(loc)
     src: Any = path if path is not None else io.BytesIO(read_bytes(loc))
-    yield from pq.ParquetFile(src).iter_batches(batch_size=batch_size, columns=columns)
+    pf = pq.ParquetFile(src, read_dictionary=read_dictionary)
+    yield from pf.iter_batches(batch_size=batch_size, columns=columns)

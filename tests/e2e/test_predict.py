@@ -140,6 +140,49 @@ def test_without_numba_the_numpy_reference_writes_the_same_predictions(setup, pa
 
 
 @pytest.mark.slow
+def test_compiled_trees_and_xgboost_write_the_same_predictions(setup, params, tmp_path, caplog):
+    """scorer compiled (pipelines.treescore) and scorer xgboost (Booster.inplace_predict) write the same
+    file byte for byte; the summary names the scorer; a compiled scorer that disagrees on the first rows
+    of a run is dropped for XGBoost, and the file is still XGBoost's."""
+    from pipelines import treescore
+
+    kw = {"lake": str(setup["lake"]), "registry": str(setup["registry"]), "date": "2025-01-19",
+          "params": params, "progress": False}  # fmt: skip
+    name = f"date=2025-01-19/part-{setup['version']}.parquet"
+    files = {}
+    for scorer in ("compiled", "xgboost"):
+        s = run_predict(
+            out=str(tmp_path / scorer), cfg=params.predict.model_copy(update={"scorer": scorer}), **kw
+        )
+        assert s["scorer"] == scorer
+        files[scorer] = (tmp_path / scorer / name).read_bytes()
+    assert files["compiled"] == files["xgboost"]
+    auto = run_predict(out=str(tmp_path / "auto"), cfg=params.predict, **kw)
+    assert params.predict.scorer == "auto" and auto["scorer"] == "compiled"
+
+    # A test double for a fault that cannot be caused otherwise (the scorer is exact): a compiled scorer
+    # that passes the probe check at load but is off on real rows.
+    real_predict = treescore.CompiledTrees.predict
+
+    def off(self, x, out=None):
+        return real_predict(self, x, out) + np.float32(1e-3)
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(treescore.CompiledTrees, "verify", lambda self, booster, rng, x=None: 0)
+    monkey.setattr(treescore.CompiledTrees, "predict", off)
+    try:
+        with caplog.at_level("WARNING", logger="pipelines.predict"):
+            s = run_predict(out=str(tmp_path / "off"), cfg=params.predict, **kw)
+    finally:
+        monkey.undo()
+    assert s["scorer"].startswith("xgboost (the compiled scores differed")
+    assert "using XGBoost" in caplog.text
+    assert (tmp_path / "off" / name).read_bytes() == files["xgboost"]
+    with pytest.raises(PredictError, match="expected one of"):
+        run_predict(out=str(tmp_path / "bad"), cfg=params.predict.model_copy(update={"scorer": "fast"}), **kw)
+
+
+@pytest.mark.slow
 def test_tflite_variant_from_the_registry(setup, params, tmp_path):
     from pipelines.quantize import run_quantize
 

@@ -87,3 +87,18 @@ def test_streamed_parquet_encoding_options_keep_the_content(tmp_path: Path) -> N
     cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
     assert cols["cat"].has_dictionary_page and not cols["id"].has_dictionary_page
     assert cols["score"].is_stats_set and not cols["id"].is_stats_set
+
+
+def test_dictionary_columns_stream_out_and_read_back_as_plain_strings(tmp_path: Path) -> None:
+    """Dictionary-coded text read from a file (read_dictionary) writes as it is; with store_schema=False
+    a reader gets the plain strings back, as if they had never been coded."""
+    plain = pa.table({"id": ["a", "b", "c", "d"], "cat": ["x", None, "y", "x"], "v": [1.0, 2.0, 3.0, 4.0]})
+    src = tmp_path / "src.parquet"
+    storage.write_parquet(src, plain)
+    batches = list(storage.iter_parquet_batches(src, batch_size=3, read_dictionary=["cat"]))
+    assert [b.num_rows for b in batches] == [3, 1]
+    assert pa.types.is_dictionary(batches[0].schema.field("cat").type)
+    assert not pa.types.is_dictionary(batches[0].schema.field("id").type)
+    out = tmp_path / "out.parquet"
+    assert storage.write_parquet_batches(out, batches, store_schema=False) == 4
+    assert storage.read_parquet(out).equals(plain)
