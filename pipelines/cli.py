@@ -676,6 +676,10 @@ def predict(
         str | None, typer.Option(help="xgboost | keras | tflite:<variant> (default: params predict.model)")
     ] = None,
     version: Annotated[str | None, typer.Option(help="registry version or alias (default: champion)")] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(help="XGBoost: auto | compiled | xgboost (default: params predict.scorer)"),
+    ] = None,
     summary_out: Annotated[
         str | None, typer.Option("--summary", help="also write the run summary JSON")
     ] = None,
@@ -690,9 +694,10 @@ def predict(
     from pipelines.registry import RegistryError
 
     p = _params(params)
+    cfg = p.predict if scorer is None else p.predict.model_copy(update={"scorer": scorer})
     try:
         s = run_predict(lake=lake, registry=registry, out=out, date=date, start=start, end=end,
-                        model=model or p.predict.model, version=version, cfg=p.predict, params=p)  # fmt: skip
+                        model=model or p.predict.model, version=version, cfg=cfg, params=p)  # fmt: skip
     except NoChampionError as err:
         if not skip_without_champion:
             typer.echo(f"error: {err}", err=True)
@@ -706,7 +711,7 @@ def predict(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"predict: {s['rows']} rows, {len(s['dates'])} partition(s) with {s['model']} of "
-               f"{s['model_version']} in {s['wall_seconds']:.1f} s ({s['rows_per_second']:.0f} rows/s)")  # fmt: skip
+               f"{s['model_version']} (scorer {s['scorer']}) in {s['wall_seconds']:.1f} s ({s['rows_per_second']:.0f} rows/s)")  # fmt: skip
     if summary_out is not None:
         storage.write_json(summary_out, s)
 

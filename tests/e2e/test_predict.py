@@ -217,3 +217,23 @@ def test_predict_cli_without_champion_exits_2_with_the_fix(synthetic_lake, tmp_p
     assert r.returncode == 2
     assert f"registry {tmp_path / 'reg'} has no champion yet" in r.stderr and "loopline register" in r.stderr
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.slow
+def test_predict_cli_scorer_option_overrides_params(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["predict", "--lake", str(setup["lake"]), "--registry", str(setup["registry"]), "--date", "2025-01-18",
+            "--params", str(root / "params.yaml")]  # fmt: skip
+    ok = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "p"), "--scorer", "xgboost",
+                                  "--summary", str(tmp_path / "s.json")])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert (
+        "(scorer xgboost)" in ok.output
+        and json.loads((tmp_path / "s.json").read_text())["scorer"] == "xgboost"
+    )
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "q"), "--scorer", "fast"])
+    assert bad.exit_code == 2 and "scorer 'fast'" in bad.output and "expected one of" in bad.output
