@@ -202,7 +202,7 @@ def _xgboost_predictor(
         if loaded.scorer != "compiled":  # fell back earlier in this run
             return xgb_predict(x)
         got = helper(x)
-        if not checked:
+        if not checked and len(x):
             checked = True
             head = np.ascontiguousarray(x[:_CHECK_ROWS])
             ref = np.asarray(booster.inplace_predict(head, iteration_range=rng))
