@@ -6,7 +6,8 @@ Each profile runs in its own workspace, ``runs/<NAME>/`` (gitignored), which is 
       .dvc/            ``dvc init --no-scm``; the cache is the main project's (``dvc cache dir --local``),
                        so a stage already run elsewhere with the same deps and params is restored
       dvc.yaml         generated from the main dvc.yaml (header says so; edit the main one)
-      params.yaml      a copy of profiles/<NAME>.yaml (edit the profile, not this copy)
+      params.yaml      a copy of profiles/<NAME>.yaml (edit the profile, not this copy), plus any
+                       section the pipeline reads that the profile leaves to the defaults
       pipelines ->     symlink to the project's package: code deps hash the real code
       data/ reports/ models/   this profile's data, reports and registry
 
@@ -123,6 +124,65 @@ def _dvc() -> str:
     return str(cand) if cand.exists() else "dvc"
 
 
+def pipeline_param_keys(pipeline: dict[str, Any]) -> list[str]:
+    """The params.yaml keys (dotted) that the pipeline's stages declare (``params:``), in first-use order."""
+    keys: dict[str, None] = {}
+    for stage in (pipeline.get("stages") or {}).values():
+        for entry in stage.get("params") or []:
+            if isinstance(entry, str):  # a key of params.yaml (a dict entry names another file)
+                keys[entry] = None
+    return list(keys)
+
+
+def has_key(tree: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def workspace_params_text(text: str, params: Params, pipeline: dict[str, Any], *, profile: str) -> str:
+    """The workspace's params.yaml: the profile as written, plus every key the pipeline declares that the
+    profile leaves to the defaults (DVC stops a stage whose declared params are missing from the file).
+
+    Whole sections the profile omits are appended after it, commented; a key missing inside a section the
+    profile has means rewriting the file, so then the merged parameters are written (without the
+    profile's comments, which stay in the profile). Either way the file loads to the same parameters."""
+    raw = yaml.safe_load(text) or {}
+    missing = [k for k in pipeline_param_keys(pipeline) if not has_key(raw, k)]
+    if not missing:
+        return text
+    defaults = params.model_dump(mode="json", by_alias=True)
+    merged = copy.deepcopy(raw)
+    for key in missing:
+        *parents, leaf = key.split(".")
+        src, dst = defaults, merged
+        for part in parents:
+            src = src[part]
+            dst = dst.setdefault(part, {})
+        dst[leaf] = copy.deepcopy(src[leaf])
+    note = (f"# Added by `loopline run`: what the pipeline reads that {profile} leaves to the defaults\n"
+            f"# ({', '.join(missing)}). Edit the profile, not this copy.\n")  # fmt: skip
+    if all("." not in k and k not in raw for k in missing):
+        block = yaml.safe_dump({k: merged[k] for k in missing}, sort_keys=False, width=110)
+        out = text + ("" if text.endswith("\n") else "\n") + "\n" + note + block
+    else:
+        out = note + yaml.safe_dump(merged, sort_keys=False, width=110)
+    if load_params_text(out) != params:
+        raise RuntimeError(f"{profile}: filling in the defaults changed the parameters; please report this")
+    return out
+
+
+def load_params_text(text: str) -> Params:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_params(path)
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         tmp = path.with_name(path.name + ".tmp")
@@ -151,9 +211,10 @@ def prepare_workspace(
         if link.exists():
             raise FileExistsError(f"{link} exists and is not the symlink to the project's package; remove it")
         link.symlink_to(os.path.relpath(root / "pipelines", ws), target_is_directory=True)
-    _write_if_changed(ws / "params.yaml", src.read_text(encoding="utf-8"))
     main = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     pipeline, diff = workspace_dvc_yaml(main, landing=land, benchmarks=str(root / "benchmarks" / "results"))
+    text = workspace_params_text(src.read_text(encoding="utf-8"), params, pipeline, profile=str(src))
+    _write_if_changed(ws / "params.yaml", text)
     header = GENERATED_HEADER.format(name=Path(name).stem, diff=diff)
     _write_if_changed(ws / "dvc.yaml", header + yaml.safe_dump(pipeline, sort_keys=False, width=110))
     hand = ws / "data" / "hand_labels"

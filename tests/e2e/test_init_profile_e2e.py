@@ -97,12 +97,18 @@ def test_init_then_the_whole_pipeline_through_evaluation(tmp_path: Path) -> None
     assert [w["column"] for w in warnings["warnings"] if w["strong"]] == ["risk_score_final"]
 
     t0 = time.perf_counter()
-    run = _run([str(BIN / "loopline"), "run", "--profile", "orders", "--until", "evaluate"], project)
+    run = _run([str(BIN / "loopline"), "run", "--profile", "orders", "--until", "predict"], project)
     elapsed = time.perf_counter() - t0
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     ws = project / "runs" / "orders"
     lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
-    assert {"etl", "sample", "label", "features", "tune", "train", "evaluate"} <= set(lock)
+    assert {"etl", "sample", "label", "features", "tune", "train", "evaluate", "register", "predict"} <= set(
+        lock
+    )
+    # the profile leaves predict to the defaults; the workspace's params.yaml carries them for DVC
+    assert "predict" not in profile and "predict" in yaml.safe_load((ws / "params.yaml").read_text())
+    scored = json.loads((ws / "reports" / "predict" / "summary.json").read_text())
+    assert scored.get("skipped") or (scored["rows"] > 0 and scored["scorer"] == "compiled"), scored
     assert "generate" not in lock
     manifest = json.loads((ws / "reports" / "etl" / "manifest.json").read_text())
     assert manifest["totals"]["rows_read"] == 45 * 140 == manifest["totals"]["rows_loaded"]
@@ -114,7 +120,8 @@ def test_init_then_the_whole_pipeline_through_evaluation(tmp_path: Path) -> None
     index = (ws / "reports" / "index.html").read_text()
     assert "Evaluation report" in index and "Gate decision" in index and "not run" in index
     assert f"Run report {ws / 'reports' / 'index.html'}" in run.stdout
-    print(f"init + run through evaluate: {elapsed:.0f} s, test ROC-AUC {metrics['primary_roc_auc']:.3f}")
+    print(f"init + run through predict: {elapsed:.0f} s, test ROC-AUC {metrics['primary_roc_auc']:.3f}, "
+          f"predict: {scored.get('scorer', 'skipped')}")  # fmt: skip
 
     # The workspace is a plain DVC project: `dvc repro` there finds everything up to date ...
     again = _run([str(BIN / "dvc"), "repro", "evaluate"], ws)

@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
-from pipelines.profile_run import landing_for, workspace_dvc_yaml
+from pipelines.profile_run import (
+    has_key,
+    landing_for,
+    load_params_text,
+    pipeline_param_keys,
+    workspace_dvc_yaml,
+    workspace_params_text,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +55,47 @@ def test_workspace_pipeline_replaces_generate_with_the_landing_folder() -> None:
     assert "/data/my files" in diff
     same, _ = workspace_dvc_yaml(main, landing=None)
     assert same == main
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_profile_declares_every_key_its_pipeline_reads(path: Path) -> None:
+    """DVC stops a stage whose declared params are missing from params.yaml (a profile without `predict`
+    once stopped `loopline run --profile hotel` at the predict stage): shipped profiles are complete,
+    so their workspace copy is the profile verbatim."""
+    pipeline, _ = workspace_dvc_yaml(yaml.safe_load((ROOT / "dvc.yaml").read_text()), landing="/land")
+    raw = yaml.safe_load(path.read_text())
+    assert [k for k in pipeline_param_keys(pipeline) if not has_key(raw, k)] == []
+    text = path.read_text()
+    assert workspace_params_text(text, load_params(path), pipeline, profile=str(path)) == text
+
+
+def test_a_profile_that_leaves_sections_to_the_defaults_gets_them_in_its_workspace(tmp_path: Path) -> None:
+    pipeline, _ = workspace_dvc_yaml(yaml.safe_load((ROOT / "dvc.yaml").read_text()), landing="/land")
+    full = yaml.safe_load((ROOT / "profiles" / "hotel.yaml").read_text())
+    keys = pipeline_param_keys(pipeline)
+    assert {"predict", "quantize", "evaluate.min_slice_positives", "schema.entity_key"} <= set(keys)
+
+    # whole sections missing: appended after the profile's own text, which stays as written
+    short = {k: v for k, v in full.items() if k not in ("predict", "quantize")}
+    text = "# my comment\n" + yaml.safe_dump(short, sort_keys=False)
+    (tmp_path / "p.yaml").write_text(text)
+    params = load_params(tmp_path / "p.yaml")
+    out = workspace_params_text(text, params, pipeline, profile="p.yaml")
+    assert out.startswith(text) and "leaves to the defaults" in out and "(quantize, predict)" in out
+    merged = yaml.safe_load(out)
+    assert all(has_key(merged, k) for k in keys)
+    assert merged["predict"]["scorer"] == "auto" and load_params_text(out) == params
+
+    # a key missing inside a section the profile has: the merged parameters, loading to the same
+    del short["evaluate"]["min_slice_positives"]
+    text = yaml.safe_dump(short, sort_keys=False)
+    (tmp_path / "q.yaml").write_text(text)
+    params = load_params(tmp_path / "q.yaml")
+    out = workspace_params_text(text, params, pipeline, profile="q.yaml")
+    merged = yaml.safe_load(out)
+    assert all(has_key(merged, k) for k in keys) and merged["evaluate"]["min_slice_size"] == 200
+    assert merged["evaluate"]["min_slice_positives"] == params.evaluate.min_slice_positives
+    assert load_params_text(out) == params
 
 
 def test_landing_resolution(tmp_path: Path) -> None:
