@@ -135,6 +135,7 @@ def pipeline_param_keys(pipeline: dict[str, Any]) -> list[str]:
 
 
 def has_key(tree: Any, dotted: str) -> bool:
+    """Whether a nested mapping has the dotted key (``evaluate.slices``)."""
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
             return False
