@@ -4,7 +4,8 @@
 
 Starts Airflow 3 on 127.0.0.1 with SQLite and the LocalExecutor, ``AIRFLOW_HOME`` in ``.airflow/``:
 api-server, scheduler, dag-processor and triggerer, each a process group whose PID is recorded in
-``.airflow/pids.json`` (``down`` stops exactly those). Secure defaults: no example DAGs, API on loopback,
+``.airflow/pids.json`` (``down`` stops exactly those); the scheduler, dag-processor and triggerer run under
+``supervise``, which restarts one that exits on an error (at most 5 times in 10 minutes). Secure defaults: no example DAGs, API on loopback,
 no log servers (``--skip-serve-logs``), parallelism fitted to the machine, a generated 64-byte JWT secret,
 Fernet key and API secret key (``.airflow/secrets.json``, mode 0600), and the simple auth manager with a
 generated admin password. The pipeline CLI never imports Airflow; this script never imports the ML stack.
@@ -31,6 +32,10 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Restarted when they exit on an error (as systemd or Kubernetes would): Airflow 3's scheduler loop can die
+# on a race in its own database session (a backfill request replacing a run it was scheduling raised
+# ObjectDeletedError and stopped it), and a stopped scheduler leaves every queued run waiting forever.
+SUPERVISED = ("scheduler", "dag-processor", "triggerer")
 
 
 def _private_json(path: Path, data: dict) -> None:
@@ -188,9 +193,12 @@ def up(
     for name, args in cmds.items():
         if name not in components and name not in (extra_commands or {}):
             continue
+        cmd = [_airflow_bin(), *args]
+        if name in SUPERVISED:  # the group leader is the supervisor; `down` stops the group all the same
+            cmd = [sys.executable, str(Path(__file__).resolve()), "supervise", "--", *cmd]
         with open(home / "logs" / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
-                [_airflow_bin(), *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         pids[name] = proc.pid
     _private_json(pids_file, {"pids": pids, "port": port, "started_at": time.time()})
@@ -213,6 +221,46 @@ def up(
         "password": sec["admin_password"],
         "pids": pids,
     }
+
+
+def supervise(cmd: list[str], *, max_restarts: int = 5, window: float = 600.0, delay: float = 2.0) -> int:
+    """Run ``cmd`` and run it again when it exits with an error, at most ``max_restarts`` times within
+    ``window`` seconds (then give up with its exit code). A clean exit, or a stop by signal, ends it. On
+    SIGTERM (``down`` signals the whole process group) this waits for the child's own graceful exit."""
+    from collections import deque
+
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True  # the child got the same signal from the group; let it finish
+
+    signal.signal(signal.SIGTERM, on_term)
+    restarts: deque[float] = deque()
+    name = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd[:2]))
+    while True:
+        proc = subprocess.Popen(cmd)
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries wait() itself
+                continue
+        if stopping or rc <= 0:
+            return rc
+        now = time.monotonic()
+        while restarts and now - restarts[0] > window:
+            restarts.popleft()
+        if len(restarts) >= max_restarts:
+            print(f"supervise: {name} exited with {rc}, {len(restarts)} restarts within {window:.0f} s: "
+                  "giving up", flush=True)  # fmt: skip
+            return rc
+        restarts.append(now)
+        print(f"supervise: {name} exited with {rc}; restarting in {delay:.0f} s "
+              f"(restart {len(restarts)} of at most {max_restarts} within {window:.0f} s)", flush=True)  # fmt: skip
+        time.sleep(delay)
+        if stopping:
+            return rc
 
 
 def down(home: Path, *, grace: float = 20.0) -> list[int]:
@@ -246,6 +294,12 @@ def status(home: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["supervise"]:  # supervise -- CMD...: what `up` runs the restartable components under
+        cmd = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+        if not cmd:
+            raise SystemExit("supervise: no command (supervise -- CMD ...)")
+        return supervise(cmd)
     ap = argparse.ArgumentParser(prog="loopline-airflow", description=__doc__.split("\n")[0])
     ap.add_argument("command", choices=["up", "down", "status"])
     ap.add_argument(
