@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import Params, load_params
+from pipelines.config import Params, load_params, parse_params
 
 __all__ = ["landing_for", "prepare_workspace", "profile_file", "run_profile", "workspace_dvc_yaml"]
 
@@ -170,18 +170,14 @@ def workspace_params_text(text: str, params: Params, pipeline: dict[str, Any], *
         out = text + ("" if text.endswith("\n") else "\n") + "\n" + note + block
     else:
         out = note + yaml.safe_dump(merged, sort_keys=False, width=110)
-    if load_params_text(out) != params:
+    if load_params_text(out, source=profile) != params:
         raise RuntimeError(f"{profile}: filling in the defaults changed the parameters; please report this")
     return out
 
 
-def load_params_text(text: str) -> Params:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "params.yaml"
-        path.write_text(text, encoding="utf-8")
-        return load_params(path)
+def load_params_text(text: str, *, source: str = "params.yaml") -> Params:
+    """Parameters from YAML text (:func:`pipelines.config.parse_params`; errors name ``source``)."""
+    return parse_params(yaml.safe_load(text) or {}, source=Path(source))
 
 
 def _write_if_changed(path: Path, text: str) -> None:
