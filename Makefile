@@ -65,6 +65,9 @@ lint: venv ## ruff, format check and mypy
 	$(BIN)/ruff format --check pipelines plugins dags tests benchmarks
 	$(BIN)/mypy
 
+graph: venv ## the package's import graph: layers, cycles, upward and function-local imports
+	$(BIN)/python -m pipelines.import_graph
+
 format: venv ## format the code
 	$(BIN)/ruff format pipelines plugins dags tests benchmarks
 	$(BIN)/ruff check --fix pipelines plugins dags tests benchmarks
@@ -80,4 +83,4 @@ lock: ## recompile the lock files after editing requirements/*.in
 clean: ## remove generated data and reports (keeps the environment)
 	rm -rf data/landing data/lake data/quarantine reports/* .dvc/tmp
 
-.PHONY: airflow-venv airflow-up airflow-down airflow-status test-dags help venv run test test-fast lint format bench lock clean
+.PHONY: graph airflow-venv airflow-up airflow-down airflow-status test-dags help venv run test test-fast lint format bench lock clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from tiny_params import shrink_for_wiring
+
+from pipelines.import_graph import stage_code
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
@@ -79,3 +82,29 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "Data and pipelines are up to date" in second.stdout, second.stdout
     print(f"second dvc repro: {elapsed:.2f} s")  # reported; the benchmark table quotes it
+
+
+def test_editing_a_shared_module_marks_every_stage_that_runs_it(project: Path) -> None:
+    """After a run, an edit to one shared module makes `dvc status` list exactly the stages that import it
+    (directly, through another module or inside a function)."""
+    dvc_lock = project / "dvc.lock"
+    assert dvc_lock.exists(), "runs after test_repro_runs_every_stage_then_nothing"
+    shared = "pipelines/metrics.py"
+    runs_it = {stage for stage, files in stage_code(project).items() if shared in files}
+    assert {"evaluate", "register", "retrain"} <= runs_it, runs_it
+    module = project / shared
+    original = module.read_text()
+    module.write_text(original + "\n# an edit\n")
+    try:
+        status = _run([str(Path(sys.executable).parent / "dvc"), "status", "--json"], project)
+    finally:
+        module.write_text(original)
+    assert status.returncode == 0, status.stderr
+    changed = {
+        stage.split(":")[-1]
+        for stage, entries in json.loads(status.stdout).items()
+        if any("changed deps" in e and shared in e["changed deps"] for e in entries if isinstance(e, dict))
+    }
+    assert changed == runs_it, (
+        f"dvc status lists {sorted(changed)}; the stages that run {shared}: {sorted(runs_it)}"
+    )
