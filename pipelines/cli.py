@@ -295,11 +295,13 @@ def evaluate(
 ) -> None:
     """Evaluate every model and baseline on the test split: metrics, calibration, slices, behavioural tests."""
     from pipelines.evaluate import run_evaluate
+    from pipelines.registry import load_champion
 
     p = _params(params)
     try:
+        champ = load_champion(champion) if champion else None
         ev = run_evaluate(
-            features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champion
+            features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champ
         )
     except (ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)

@@ -28,6 +28,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
+from pipelines.samplers import stratified_indices
+
 __all__ = [
     "CHI_SQUARE_THRESHOLD",
     "DEFAULT_METHOD",
@@ -301,8 +303,6 @@ def bounded_indices(
         return None
     if strata is None:
         return np.sort(rng.choice(n_rows, size=max_rows, replace=False))
-    from pipelines.sampling import stratified_indices
-
     return stratified_indices(np.asarray(strata), size=max_rows, rng=rng)[0]
 
 

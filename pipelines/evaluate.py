@@ -708,22 +708,6 @@ Flagged: {esc(", ".join(sl["flagged"]) or "none")}.</p>
 # --------------------------------------------------------------------------- I/O edge
 
 
-def load_champion(champion: str) -> dict[str, Any]:
-    """``<registry>/champion`` (or ``/challenger``): the alias's version, verified; else a plain model dir."""
-    from pipelines import models, storage
-    from pipelines.registry import ALIASES, Registry
-
-    root, _, last = champion.rstrip("/").rpartition("/")
-    if last in ALIASES and root and storage.exists(storage.join(root, "versions")):
-        reg = Registry(root)
-        version = reg.alias(last)
-        if version is None:
-            raise FileNotFoundError(f"{champion}: the registry at {root} has no {last}; nothing to compare")
-        scorers, spec = reg.load_version(version)
-        return {"version": version, "scorers": scorers, "spec": spec}
-    return {"version": None, "scorers": models.load_scorers(champion), "spec": models.load_spec(champion)}
-
-
 def write_outputs(out: str, evaluation: Mapping[str, Any]) -> None:
     from pipelines import storage
 
@@ -736,9 +720,16 @@ def write_outputs(out: str, evaluation: Mapping[str, Any]) -> None:
 
 
 def run_evaluate(
-    *, features: str, model: str, out: str, cfg: EvaluateConfig, seed: int, champion: str | None = None
+    *,
+    features: str,
+    model: str,
+    out: str,
+    cfg: EvaluateConfig,
+    seed: int,
+    champion: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Read the splits and the model directory, evaluate, write every output under ``out``."""
+    """Read the splits and the model directory, evaluate, write every output under ``out``. ``champion``:
+    a loaded champion (``registry.load_champion``) to re-score on the same test rows."""
     from pipelines import models, storage
     from pipelines.featurespec import loads_spec
 
@@ -753,9 +744,8 @@ def run_evaluate(
     vloc = storage.join(features, "valid.parquet")
     valid = storage.read_parquet(vloc).to_pandas() if storage.exists(vloc) else None
     scorers = models.load_scorers(model)
-    champ = load_champion(champion) if champion else None
     evaluation = evaluate_frames(
-        test=test, valid=valid, scorers=scorers, spec=spec, cfg=cfg, seed=seed, champion=champ
+        test=test, valid=valid, scorers=scorers, spec=spec, cfg=cfg, seed=seed, champion=champion
     )
     write_outputs(out, evaluation)
     log.info("evaluation written to %s: %s", out, evaluation["summary"])

@@ -34,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from pipelines.spec_frame import transform_columns
+
 __all__ = [
     "BASELINES_FILE",
     "KERAS_FILE",
@@ -85,8 +87,6 @@ def feature_matrix(frame: pd.DataFrame, spec: Mapping[str, Any]) -> np.ndarray:
     missing = [n for n in names if n not in frame.columns]
     if not missing:
         return np.ascontiguousarray(frame[names].to_numpy(dtype=np.float32))
-    from pipelines.features import transform_columns
-
     try:
         return transform_columns(spec, frame)
     except KeyError as err:

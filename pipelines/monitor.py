@@ -327,7 +327,7 @@ def load_window(
         out = pa.concat_tables(tables, promote_options="default")
     elif sampling == "stratified":  # proportional per day (largest remainder)
         rng = np.random.default_rng(seed)
-        from pipelines.sampling import stratified_indices
+        from pipelines.samplers import stratified_indices
 
         strata = np.repeat(np.arange(len(tables)), counts)
         idx = stratified_indices(strata, size=max_rows, rng=rng)[0]

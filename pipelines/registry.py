@@ -710,6 +710,21 @@ def _iso(at: dt.datetime | None) -> str:
 # --------------------------------------------------------------------------- the register stage (I/O edge)
 
 
+def load_champion(champion: str) -> dict[str, Any]:
+    """``<registry>/champion`` (or ``/challenger``): the alias's version, verified; else a plain model dir."""
+    from pipelines import models
+
+    root, _, last = champion.rstrip("/").rpartition("/")
+    if last in ALIASES and root and storage.exists(storage.join(root, "versions")):
+        reg = Registry(root)
+        version = reg.alias(last)
+        if version is None:
+            raise FileNotFoundError(f"{champion}: the registry at {root} has no {last}; nothing to compare")
+        scorers, spec = reg.load_version(version)
+        return {"version": version, "scorers": scorers, "spec": spec}
+    return {"version": None, "scorers": models.load_scorers(champion), "spec": models.load_spec(champion)}
+
+
 def champion_comparison(
     registry: Registry, champion: str, *, features: str, evaluation: Mapping[str, Any], seed: int, cfg: Any
 ) -> dict[str, Any]:

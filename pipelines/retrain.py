@@ -489,10 +489,10 @@ def _attempt(
     best_params: str | None,
 ) -> dict[str, Any]:
     from pipelines.etl import lake_dates
-    from pipelines.evaluate import evaluate_frames, load_champion, write_outputs
+    from pipelines.evaluate import evaluate_frames, write_outputs
     from pipelines.features import _attach_aggregates, build_features, load_history, transform_columns
     from pipelines.models import feature_matrix, labels, weights
-    from pipelines.registry import file_sha256, run_register
+    from pipelines.registry import file_sha256, load_champion, run_register
     from pipelines.sampling import compute_windows
 
     schema, cfg = params.schema, params.retrain

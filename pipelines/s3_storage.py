@@ -1,7 +1,7 @@
 """The S3 backend of the storage layer: ``s3://bucket/prefix`` locations on AWS S3 or any S3-compatible store.
 
-``pipelines.storage`` imports this module the first time it meets an ``s3://`` location; importing it
-registers :class:`S3Backend` for the ``s3`` scheme. Stages never call it directly.
+``pipelines.storage`` imports this module the first time it meets an ``s3://`` location and registers an
+:class:`S3Backend` for the ``s3`` scheme. Stages never call it directly.
 
 Writes are atomic: an object appears only when its upload completes. A small object is one PUT; a big
 one (``multipart_threshold``, 64 MiB by default) is a multipart upload, which S3 publishes only on
@@ -46,7 +46,7 @@ import botocore.exceptions as bex
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from pipelines import storage
+from pipelines.storage_backend import TMP_PREFIX
 
 __all__ = ["S3Backend", "endpoint_from_env", "split_uri"]
 
@@ -135,7 +135,7 @@ def _retry_logger(endpoint: str | None, max_attempts: int) -> Any:
 
 
 class S3Backend:
-    """``storage.Backend`` over S3 through boto3. Thread-safe; one client per endpoint, made lazily.
+    """``storage_backend.Backend`` over S3 through boto3. Thread-safe; one client per endpoint, made lazily.
 
     Arguments left as None are read from the environment at use time (see the module docstring), so a
     process that changes ``LOOPLINE_S3_ENDPOINT_URL`` gets a client for the new endpoint.
@@ -308,7 +308,7 @@ class S3Backend:
         out = []
         for obj_key in self._keys(bucket, key, recursive=recursive):
             name = obj_key.rsplit("/", 1)[-1]
-            if name and not name.startswith(storage.TMP_PREFIX) and fnmatch.fnmatch(name, pattern):
+            if name and not name.startswith(TMP_PREFIX) and fnmatch.fnmatch(name, pattern):
                 out.append(f"s3://{bucket}/{obj_key}")
         return sorted(out)
 
@@ -389,6 +389,3 @@ class S3Backend:
 
     def local_path(self, loc: str) -> Path | None:
         return None
-
-
-storage.register_backend("s3", S3Backend())

@@ -20,10 +20,12 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.storage_backend import TMP_PREFIX, Backend
 
 __all__ = [
     "Backend",
@@ -43,18 +45,6 @@ __all__ = [
     "write_json",
     "write_parquet",
 ]
-
-TMP_PREFIX = ".tmp-"
-
-
-class Backend(Protocol):
-    def read_bytes(self, loc: str) -> bytes: ...
-    def write_bytes(self, loc: str, data: bytes) -> None: ...
-    def exists(self, loc: str) -> bool: ...
-    def list_files(self, loc: str, pattern: str = "*", recursive: bool = False) -> list[str]: ...
-    def delete(self, loc: str) -> None: ...
-    def local_path(self, loc: str) -> Path | None: ...
-    def stat(self, loc: str) -> tuple[int, int]: ...  # (size in bytes, modified time in ns)
 
 
 class LocalBackend:
@@ -150,7 +140,9 @@ def backend_for(loc: str) -> Backend:
     if "://" in loc:
         scheme = loc.split("://", 1)[0]
         if scheme not in _BACKENDS and scheme == "s3":
-            from pipelines import s3_storage  # noqa: F401  (registers itself; lazy: boto3 is heavy)
+            from pipelines.s3_storage import S3Backend  # lazy: boto3 is heavy and local runs never need it
+
+            register_backend("s3", S3Backend())
         if scheme not in _BACKENDS:
             raise ValueError(
                 f"location {loc!r}: no storage backend for scheme {scheme!r}; use a local path or s3://"
