@@ -60,10 +60,11 @@ test: venv airflow-venv ## run the test suite
 test-fast: venv ## unit tests only
 	$(BIN)/pytest -q -m "not slow and not live" tests/unit
 
-lint: venv ## ruff, format check and mypy
+lint: venv ## ruff, format check, mypy and the import contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check pipelines plugins dags tests benchmarks
 	$(BIN)/ruff format --check pipelines plugins dags tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 graph: venv ## the package's import graph: layers, cycles, upward and function-local imports
 	$(BIN)/python -m pipelines.import_graph

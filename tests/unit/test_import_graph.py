@@ -164,3 +164,19 @@ def test_dvc_deps_wants_one_mode(args: list[str]) -> None:
     result = CliRunner().invoke(app, ["dvc-deps", *args])
     assert result.exit_code == 2
     assert "exactly one of --check or --write" in result.output
+
+
+def test_the_project_has_no_cycles_and_no_upward_imports() -> None:
+    figures = g.report(ROOT)
+    assert figures.cycles == []
+    assert [(i.source, i.target, i.lineno) for i in figures.upward] == []
+
+
+def test_every_module_has_a_place_in_the_layers_contract() -> None:
+    """import-linter checks only the modules a contract names: a new module must join a layer."""
+    named = {name for layer in g.declared_layers(ROOT / "pyproject.toml") for name in layer}
+    graph = g.read_graph(ROOT)
+    unplaced = sorted(
+        m for m in graph.modules if m != g.PACKAGE and not any(m == n or m.startswith(n + ".") for n in named)
+    )
+    assert unplaced == [], f"add these to a layer in pyproject.toml [tool.importlinter]: {unplaced}"
