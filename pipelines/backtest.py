@@ -48,8 +48,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines import featurespec as fs
+from pipelines import metrics as M
 from pipelines import storage
 from pipelines.config import Params
+from pipelines.etl import lake_dates, read_partition
+from pipelines.evaluate import json_safe
+from pipelines.features import aggregate_columns, entity_aggregates, epoch_us, fit_spec, frame_to_columns
+from pipelines.featurespec import Coded
+from pipelines.imbalance import scale_pos_weight
+from pipelines.models import booster_params
+from pipelines.monitor import (
+    MonitorState,
+    Window,
+    feature_importance,
+    monitor_period,
+    monitored_columns,
+    reference_window,
+)
+from pipelines.retrain import RetrainError, RetrainState, choose_mode, continue_xgboost
+from pipelines.train import fit_xgboost, resolve_xgb_params
 
 __all__ = [
     "STRATEGIES",
@@ -117,9 +135,6 @@ def load_timeline(lake: str, params: Params) -> Timeline:
     """Every lake partition in one frame, with the entity aggregates of params ``features.aggregates``."""
     import pyarrow as pa
 
-    from pipelines.etl import lake_dates, read_partition
-    from pipelines.features import aggregate_columns, entity_aggregates, epoch_us
-
     dates = lake_dates(lake)
     if not dates:
         raise FileNotFoundError(f"{lake}: no partitions; load the timeline first (`loopline etl`)")
@@ -155,8 +170,6 @@ def load_timeline(lake: str, params: Params) -> Timeline:
 def _timeline_column(s: pd.Series) -> Any:
     """One frame column as :func:`pipelines.features.frame_to_columns` gives it, except that a text column
     is dictionary-coded (codes into its distinct values; missing -> -1)."""
-    from pipelines.features import frame_to_columns
-    from pipelines.featurespec import Coded
 
     col = frame_to_columns(s.to_frame(), [s.name])[s.name]
     if col.dtype != object:
@@ -240,7 +253,6 @@ class _Ctx:
         """Rows ``idx`` of the timeline's columns in the spec transform's input form. Each column is
         converted once for the whole timeline; a text column becomes dictionary-coded (featurespec.Coded),
         so every transform runs on its distinct values, not on every row (same matrix, tested)."""
-        from pipelines.featurespec import Coded
 
         out: dict[str, Any] = {}
         for name in names:
@@ -253,8 +265,6 @@ class _Ctx:
     def matrix(self, spec: Mapping[str, Any], idx: np.ndarray) -> np.ndarray:
         """The spec's matrix of rows ``idx``; the last few are kept (callers never write to them)."""
         import hashlib
-
-        from pipelines import featurespec as fs
 
         key = (id(spec), hashlib.blake2b(np.ascontiguousarray(idx).tobytes(), digest_size=16).digest())
         hit = self._matrices.pop(key, None)
@@ -276,8 +286,6 @@ class _Ctx:
     def _finish(self, booster: Any, spec: dict[str, Any], *, fit_start: dt.datetime, train_end: dt.datetime,
                 holdout: tuple[dt.datetime, dt.datetime], cutoff: dt.datetime, base: Model | None,
                 xgb_params: dict[str, Any], stateless: bool) -> Model:  # fmt: skip
-        from pipelines import metrics as M
-        from pipelines.monitor import feature_importance
 
         h = self.rows(*holdout, cutoff)
         p = (
@@ -308,9 +316,6 @@ class _Ctx:
 
     def fit_stateless(self, cutoff: dt.datetime, *, base: Model | None, seed: int) -> Model:
         """A refit from scratch: spec fitted on the trailing window, early stopping on the holdout."""
-        from pipelines.features import fit_spec
-        from pipelines.imbalance import scale_pos_weight
-        from pipelines.train import fit_xgboost, resolve_xgb_params
 
         p = self.params
         train_end, holdout = self.windows(cutoff)
@@ -334,7 +339,6 @@ class _Ctx:
         booster, best, _ = fit_xgboost(x, y, np.ones(len(y)), xv, yv, params=params, cfg=p.train.xgboost,
                                        scale_pos_weight=spw, feature_names=spec["feature_names"], seed=seed)  # fmt: skip
         booster = booster[: best + 1]
-        from pipelines.models import booster_params
 
         xgb_params = booster_params(params, eval_metric=p.train.xgboost.eval_metric, seed=seed,
                                     nthread=p.train.xgboost.nthread, scale_pos_weight=spw)  # fmt: skip
@@ -343,7 +347,6 @@ class _Ctx:
 
     def fit_stateful(self, cutoff: dt.datetime, *, base: Model, seed: int) -> Model:
         """The retrain stage's stateful update: trees added on the rows since the watermark (+ replay)."""
-        from pipelines.retrain import RetrainError, continue_xgboost
 
         rc = self.params.retrain
         train_end, holdout = self.windows(cutoff)
@@ -368,7 +371,6 @@ class _Ctx:
 
     def gate(self, candidate: Model, current: Model, cutoff: dt.datetime) -> tuple[bool, float, float]:
         """The candidate's gate.metric on the holdout vs the current model's on the same rows."""
-        from pipelines import metrics as M
 
         if not self.params.retrain.backtest.gate:
             return True, float("nan"), float("nan")
@@ -388,7 +390,6 @@ class _Ctx:
 def _retrain(ctx: _Ctx, run: Run, cutoff: dt.datetime, *, kind: str, seed: int) -> dict[str, Any]:
     """Retrain ``run.model`` at ``cutoff``; kind: stateless | stateful | schedule (the stage's auto mode).
     Returns the record fields (mode, promoted, gate, cpu)."""
-    from pipelines.retrain import RetrainError, RetrainState, choose_mode
 
     rc = ctx.params.retrain
     c0 = time.process_time()
@@ -429,7 +430,6 @@ def _check(
     ctx: _Ctx, run: Run, window: tuple[dt.date, dt.date], scores: np.ndarray, *, seed: int
 ) -> dict[str, Any]:
     """The policy's check of one period: figures + decision (pipelines/monitor.py), and its CPU."""
-    from pipelines.monitor import MonitorState, Window, monitor_period, reference_window
 
     c0 = time.process_time()
     p, m = ctx.params, run.model
@@ -482,7 +482,6 @@ def run_backtest(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Replay the timeline; returns {"periods", "rows" (per period per strategy), "summary", "settings"}."""
-    from pipelines.monitor import monitored_columns
 
     bt = params.retrain.backtest
     kind = periods or bt.periods
@@ -511,8 +510,6 @@ def run_backtest(
     initial_cpu = time.process_time() - c0
     runs = {name: Run(name, replace(initial)) for name in strategies}
     from tqdm import tqdm
-
-    from pipelines import metrics as M
 
     rows: list[dict[str, Any]] = []
     for k, (s, e) in enumerate(tqdm(plist, desc="backtest", unit="period", disable=not progress)):
@@ -714,7 +711,6 @@ def plot_png(result: Mapping[str, Any]) -> bytes:
 
 def write_outputs(out: str, result: Mapping[str, Any]) -> dict[str, str]:
     """backtest.json, backtest.csv (per period per strategy), backtest.md (the table), backtest.png."""
-    from pipelines.evaluate import json_safe
 
     df = pd.DataFrame(result["rows"])
     flat = df.drop(columns=[c for c in ("decision", "gate") if c in df.columns]).copy()

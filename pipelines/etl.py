@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from pipelines import storage
 from pipelines.config import ColumnSpec, EtlConfig, Params, SchemaConfig
-from pipelines.sources import FileRejected, RawBatch, SourceAdapter
+from pipelines.sources import FileRejected, RawBatch, SourceAdapter, adapter_for
 from pipelines.timeparse import TS as TIMESTAMP_UTC
 from pipelines.timeparse import parse_times
 
@@ -473,7 +473,6 @@ def run_etl(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Process every new or changed landing file; write ledger records and the run manifest."""
-    from pipelines.sources import adapter_for
 
     started = time.time()
     as_of = as_of or dt.datetime.now(dt.UTC)

@@ -36,7 +36,9 @@ import numpy as np
 import pandas as pd
 
 from pipelines import metrics as M
+from pipelines import models, storage
 from pipelines.config import BehaviouralConfig, EvaluateConfig
+from pipelines.featurespec import loads_spec
 
 __all__ = [
     "BASELINE_PREFIX",
@@ -709,7 +711,6 @@ Flagged: {esc(", ".join(sl["flagged"]) or "none")}.</p>
 
 
 def write_outputs(out: str, evaluation: Mapping[str, Any]) -> None:
-    from pipelines import storage
 
     storage.write_json(storage.join(out, EVALUATION_FILE), evaluation)
     storage.write_json(storage.join(out, METRICS_FILE), headline_metrics(evaluation))
@@ -730,8 +731,6 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Read the splits and the model directory, evaluate, write every output under ``out``. ``champion``:
     a loaded champion (``registry.load_champion``) to re-score on the same test rows."""
-    from pipelines import models, storage
-    from pipelines.featurespec import loads_spec
 
     spec = loads_spec(storage.read_bytes(storage.join(features, "spec.json")))
     mspec = models.load_spec(model)

@@ -35,8 +35,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines import featurespec as fs
-from pipelines import leakage
+from pipelines import leakage, storage
 from pipelines.config import ColumnSpec, FeaturesConfig, Params, SchemaConfig
+from pipelines.drift import psi as drift_psi
+from pipelines.etl import lake_dates, read_partition
 from pipelines.spec_frame import epoch_us, frame_to_columns, transform_columns
 
 __all__ = [
@@ -180,7 +182,7 @@ def aggregate_arrays(
         rank[by_time] = np.cumsum(new_t) - 1
         key = codes * width + rank
     if direct and engine == "numba":
-        from pipelines.kernels import entity_time_order
+        from pipelines.kernels import entity_time_order  # optional: numba; the numpy path runs without it
 
         order = entity_time_order(codes, t)  # the same permutation, without a general sort
     else:
@@ -204,7 +206,7 @@ def aggregate_arrays(
         and (rows is None or isinstance(rows, slice))
         and (value is None) == (not value_column)
     ):
-        from pipelines.kernels import entity_windows
+        from pipelines.kernels import entity_windows  # optional: numba; the numpy path runs without it
 
         if rows is None:
             row_of, n_out = np.arange(n), n
@@ -469,7 +471,6 @@ def transform_frame(spec: Mapping[str, Any], df: pd.DataFrame) -> pd.DataFrame:
 
 def psi(reference: np.ndarray, current: np.ndarray, *, bins: int = 10) -> float:
     """Population stability index of ``current`` against ``reference`` (the monitor's own check)."""
-    from pipelines.drift import psi as drift_psi
 
     return drift_psi(reference, current, kind="numerical", bins=bins).score
 
@@ -652,8 +653,6 @@ def history_table(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.etl import lake_dates, read_partition
-
     dates = [d for d in lake_dates(lake) if start.date().isoformat() <= d <= end.date().isoformat()]
     from concurrent.futures import ThreadPoolExecutor
 
@@ -688,8 +687,6 @@ def run_features(
 ) -> dict[str, Any]:
     """Read the labelled splits and the lake history, build, write matrices, spec and report."""
     import pyarrow as pa
-
-    from pipelines import storage
 
     started = time.perf_counter()
     schema, cfg = params.schema, params.features

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipelines import storage
 from pipelines.config import Params, parse_params
 from pipelines.leakage import single_feature_auc
 
@@ -762,7 +763,6 @@ def write_profile(
     p: Proposal, *, out_dir: str | Path, source_file: str, force: bool = False
 ) -> tuple[Path, Path]:
     """Validate, then write ``<out_dir>/<name>.yaml`` and ``<name>.warnings.json`` (atomically)."""
-    from pipelines import storage
 
     out_dir = Path(out_dir)
     target = out_dir / f"{p.name}.yaml"

@@ -34,6 +34,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from pipelines import storage
+from pipelines.baselines import baselines_from_dict
+from pipelines.featurespec import loads_spec
 from pipelines.spec_frame import transform_columns
 
 __all__ = [
@@ -118,8 +121,6 @@ def weights(frame: pd.DataFrame) -> np.ndarray:
 
 
 def load_spec(model_dir: str) -> dict[str, Any]:
-    from pipelines import storage
-    from pipelines.featurespec import loads_spec
 
     return loads_spec(storage.read_bytes(storage.join(model_dir, SPEC_FILE)))
 
@@ -133,7 +134,6 @@ def quiet_tensorflow() -> None:
 
 def read_split(features: str, split: str, *, required: bool = True) -> pd.DataFrame | None:
     """``<features>/<split>.parquet`` as a DataFrame (None when absent and not required)."""
-    from pipelines import storage
 
     loc = storage.join(features, f"{split}.parquet")
     if not storage.exists(loc):
@@ -229,8 +229,6 @@ class KerasScorer:
 def load_scorers(model_dir: str) -> dict[str, Scorer]:
     """Every model a directory holds, by name: ``xgboost``, ``keras``, ``baseline_random``,
     ``baseline_zero_rule``, ``baseline_heuristic`` (those whose files exist)."""
-    from pipelines import storage
-    from pipelines.baselines import baselines_from_dict
 
     if not storage.exists(storage.join(model_dir, SPEC_FILE)):
         raise FileNotFoundError(

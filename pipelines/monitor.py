@@ -47,8 +47,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import drift as D
+from pipelines import metrics as M
 from pipelines import storage
 from pipelines.config import MonitorConfig, MonitorPolicyConfig, SchemaConfig
+from pipelines.etl import lake_dates, read_partition, validate_date
+from pipelines.featurespec import feature_names_of
+from pipelines.registry import Registry
+from pipelines.samplers import stratified_indices
+from pipelines.sampling import ReservoirSampler
 
 __all__ = [
     "ChampionInfo",
@@ -200,8 +206,6 @@ def feature_importance(
         return uniform
     import xgboost as xgb
 
-    from pipelines.featurespec import feature_names_of
-
     booster = xgb.Booster()
     booster.load_model(bytearray(booster_bytes))
     gain = booster.get_score(importance_type="total_gain")
@@ -228,7 +232,6 @@ def _window_of(d: Mapping[str, Any] | None) -> Window | None:
 
 def champion_info(registry: str, *, columns: Sequence[str], version: str | None = None) -> ChampionInfo:
     """The champion's (or ``version``'s) offline metrics, data windows and importance, from the registry."""
-    from pipelines.registry import Registry
 
     reg = Registry(registry)
     version = version or (reg.alias("champion") if storage.exists(registry) else None)
@@ -299,8 +302,6 @@ def load_window(
     """Rows of the window's lake partitions (labels masked at ``cutoff``), joined with their scores when
     ``predictions`` is given, sampled to ``max_rows``; returns (frame, rows seen). Memory stays within about
     one partition plus twice the budget whatever the window's length."""
-    from pipelines.etl import read_partition
-    from pipelines.sampling import ReservoirSampler
 
     cols = ["event_id", "event_time", *columns, "label", "label_time"]
     dates = window.dates()
@@ -327,7 +328,6 @@ def load_window(
         out = pa.concat_tables(tables, promote_options="default")
     elif sampling == "stratified":  # proportional per day (largest remainder)
         rng = np.random.default_rng(seed)
-        from pipelines.samplers import stratified_indices
 
         strata = np.repeat(np.arange(len(tables)), counts)
         idx = stratified_indices(strata, size=max_rows, rng=rng)[0]
@@ -354,7 +354,6 @@ def _performance(frame: pd.DataFrame | None, *, ece_bins: int = 10) -> dict[str,
     """ROC-AUC, PR-AUC and ECE (quantile bins) on the rows with a matured label and a score."""
     if frame is None or frame.empty or SCORE not in frame.columns:
         return None
-    from pipelines import metrics as M
 
     has_score = frame[SCORE].notna()
     rows = int(has_score.sum())
@@ -811,7 +810,6 @@ def run_monitor(
     model_version: str | None = None,
 ) -> dict[str, Any]:
     """Monitor one window; write the reports, summary.json, decision.json and the cool-down state."""
-    from pipelines.etl import lake_dates, validate_date
 
     c0, w0 = time.process_time(), time.perf_counter()
     if date is not None and (start or end):

@@ -28,7 +28,21 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import featurespec as fs
+from pipelines import models, storage
 from pipelines.config import Params, PredictConfig
+from pipelines.edge import EdgeModel
+from pipelines.etl import lake_dates, partition_path, validate_date
+from pipelines.features import (
+    aggregate_arrays,
+    aggregate_columns,
+    epoch_us,
+    history_table,
+    numba_available,
+    parse_window,
+)
+from pipelines.featurespec import Coded, loads_spec
+from pipelines.registry import ALIASES, Registry, sha256_bytes
 
 __all__ = [
     "LoadedModel", "PredictError", "iter_scored", "load_model", "resolve_dates", "run_predict", "score_partition",
@@ -66,7 +80,6 @@ def resolve_dates(
     available: Sequence[str], *, date: str | None, start: str | None, end: str | None, window_days: int
 ) -> list[str]:
     """The partitions to score: ``date``, the range ``start..end`` (inclusive), or the newest ``window_days``."""
-    from pipelines.etl import validate_date
 
     if date is not None and (start is not None or end is not None):
         raise PredictError("pass either --date or --start/--end, not both")
@@ -102,9 +115,6 @@ def load_model(registry: str, *, version: str | None, model: str, scorer: str = 
     ``auto`` compiled where numba is installed and the booster is supported."""
     if scorer not in SCORERS:
         raise PredictError(f"scorer {scorer!r}: expected one of {SCORERS}")
-    from pipelines import models, storage
-    from pipelines.featurespec import loads_spec
-    from pipelines.registry import ALIASES, Registry, sha256_bytes
 
     reg = Registry(registry)
     alias = version if version is None or version in ALIASES else None
@@ -145,8 +155,6 @@ def load_model(registry: str, *, version: str | None, model: str, scorer: str = 
             keras_scorer = models.KerasScorer.from_file(str(path), spec=spec)
         return LoadedModel("keras", version, spec, keras_scorer.predict_matrix)
     if model.startswith("tflite:"):
-        from pipelines.edge import EdgeModel
-
         variant = model.split(":", 1)[1]
         vdir = reg.version_dir(version)
         report_loc = storage.join(vdir, "quantize.json")
@@ -173,7 +181,6 @@ def _xgboost_predictor(
     booster: Any, rng: tuple[int, int], *, scorer: str, loaded: LoadedModel
 ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """The matrix -> float64 probabilities function for a booster, and the scorer's name (see load_model)."""
-    from pipelines.features import numba_available
 
     def xgb_predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(booster.inplace_predict(x, iteration_range=rng), dtype=np.float64)
@@ -182,7 +189,7 @@ def _xgboost_predictor(
         return xgb_predict, "xgboost"
     if not numba_available():
         raise PredictError("scorer compiled needs numba (pip install numba), or set predict.scorer: xgboost")
-    from pipelines import treescore
+    from pipelines import treescore  # optional: numba; XGBoost scores without it
 
     try:
         compiled = treescore.compile_booster(booster, rng)
@@ -253,8 +260,6 @@ def _schema(loc: str) -> Any:
 
     import pyarrow.parquet as pq
 
-    from pipelines import storage
-
     path = storage.local_path(loc)
     return pq.read_schema(path if path is not None else io.BytesIO(storage.read_bytes(loc)))
 
@@ -304,16 +309,8 @@ def iter_scored(
 
     import pyarrow as pa
 
-    from pipelines import featurespec as fs
-    from pipelines import storage
-    from pipelines.etl import partition_path
-    from pipelines.features import (
-        aggregate_columns,
-        numba_available,
-    )
-
     if numba_available():
-        from pipelines import kernels
+        from pipelines import kernels  # optional: numba; the numpy transform runs without it
 
         scratch: Any = kernels.Scratch()
 
@@ -418,9 +415,6 @@ def _partition_aggregates(
     """The point-in-time aggregates of a partition's rows (in file order) and their event ids."""
     import pyarrow as pa
 
-    from pipelines import storage
-    from pipelines.features import aggregate_arrays, history_table, parse_window
-
     windows = list(spec["aggregates"]["windows"])
     value = spec["aggregates"].get("value_column")
     narrow = ["event_id", "event_time", key, *([value] if value else [])]
@@ -459,7 +453,6 @@ def _epoch_us(col: Any) -> np.ndarray:
         return pc.cast(pc.cast(col, pa.timestamp("us", tz=col.type.tz)), pa.int64()).to_numpy(
             zero_copy_only=False
         )
-    from pipelines.features import epoch_us
 
     return epoch_us(col.to_pandas())
 
@@ -487,8 +480,6 @@ def _num_rows(loc: str) -> int:
 
     import pyarrow.parquet as pq
 
-    from pipelines import storage
-
     path = storage.local_path(loc)
     return int(
         pq.ParquetFile(path if path is not None else io.BytesIO(storage.read_bytes(loc))).metadata.num_rows
@@ -501,8 +492,6 @@ def arrow_columns(batch: Any, names: Sequence[str]) -> dict[str, Any]:
     (:class:`featurespec.Coded`, null -> missing). Gives the same features as ``features.frame_to_columns``."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from pipelines.featurespec import Coded
 
     out: dict[str, Any] = {}
     for name in names:
@@ -537,9 +526,6 @@ def run_predict(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the chosen partitions and write one predictions file per date; returns a run summary."""
-
-    from pipelines import storage
-    from pipelines.etl import lake_dates
 
     started = time.perf_counter()
     available = lake_dates(lake)

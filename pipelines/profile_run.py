@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import Params, load_params, parse_params
+from pipelines.run_report import write_run_report
 
 __all__ = ["landing_for", "prepare_workspace", "profile_file", "run_profile", "workspace_dvc_yaml"]
 
@@ -248,7 +249,6 @@ def run_profile(
     rc = subprocess.run(cmd, cwd=ws, env=_env()).returncode
     if "report" not in stages or until not in (None, "report"):
         # Stopped early (or no report stage): the index still shows what ran, the rest as "not run".
-        from pipelines.run_report import write_run_report
 
         write_run_report(reports=ws / "reports", registry=ws / "models" / "registry", benchmarks=root / "benchmarks" / "results",
                          out=ws / "reports" / "index.html", title=f"Loopline run report: profile {ws.name}")  # fmt: skip

@@ -36,7 +36,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines import metrics as M
+from pipelines import models, storage
 from pipelines.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig
+from pipelines.edge import EdgeModel
+from pipelines.evaluate import json_safe, labelled_rows
+from pipelines.featurespec import dumps_spec
+from pipelines.models import quiet_tensorflow
+from pipelines.registry import ALIASES, Registry, RegistryError, sha256_bytes
 
 __all__ = [
     "VARIANTS",
@@ -109,7 +115,6 @@ def convert_variants(
     model: Any, representative: np.ndarray, *, variants: Sequence[str] = VARIANTS
 ) -> dict[str, bytes]:
     """TFLite flatbuffers of the Keras model, per variant (see the module docstring)."""
-    from pipelines.models import quiet_tensorflow
 
     quiet_tensorflow()
     import tensorflow as tf
@@ -144,7 +149,6 @@ def convert_variants(
 
 def edge_scores(model: bytes | str, x: np.ndarray, *, batch_size: int) -> np.ndarray:
     """Server-side scores of a TFLite model: the edge runtime itself on an already-built feature matrix."""
-    from pipelines.edge import EdgeModel
 
     return EdgeModel(model, batch_size=batch_size).predict_matrix(x)
 
@@ -286,7 +290,6 @@ def card_section(report: Mapping[str, Any]) -> str:
 
 
 def _load_keras(model_dir: str) -> Any:
-    from pipelines import models, storage
 
     loc = storage.join(model_dir, models.KERAS_FILE)
     if not storage.exists(loc):
@@ -309,8 +312,6 @@ def attach_to_registry(
 ) -> str:
     """Copy the published variants, spec and quantize.json into a registered version and fill the card's
     quantization section. ``version``: an id or an alias. Returns the resolved version id."""
-    from pipelines import models, storage
-    from pipelines.registry import ALIASES, Registry, RegistryError, sha256_bytes
 
     reg = Registry(registry)
     if version in ALIASES:
@@ -350,9 +351,6 @@ def run_quantize(
     version: str | None = None,
 ) -> dict[str, Any]:
     """Convert, gate, publish the variants that pass; write quantize.json (and the registry's card)."""
-    from pipelines import models, storage
-    from pipelines.evaluate import json_safe, labelled_rows
-    from pipelines.featurespec import dumps_spec
 
     started = time.perf_counter()
     keras_scorer, spec = _load_keras(model)
@@ -386,7 +384,6 @@ def run_quantize(
         scores = edge_scores(blob, x, batch_size=cfg.batch_size)
         parity = parity_report(y, ref, scores, slices=slice_values, threshold=thr, gate=cfg.gate,
                                min_slice_size=sl.min_size, min_slice_positives=sl.min_positives)  # fmt: skip
-        from pipelines.registry import sha256_bytes
 
         variants[name] = {
             "file": f"{name}.tflite",

@@ -42,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import storage
+from pipelines import models, storage
 from pipelines.config import GateConfig
+from pipelines.evaluate import compare_champion, labelled_rows
+from pipelines.featurespec import loads_spec
 
 __all__ = [
     "ALIASES",
@@ -512,8 +514,6 @@ class Registry:
 
     def load_version(self, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(scorers, feature spec) of a version, loaded from verified bytes only."""
-        from pipelines import models
-        from pipelines.featurespec import loads_spec
 
         blobs = self.verify(version)
         with tempfile.TemporaryDirectory(prefix="loopline-version-") as tmp:
@@ -712,7 +712,6 @@ def _iso(at: dt.datetime | None) -> str:
 
 def load_champion(champion: str) -> dict[str, Any]:
     """``<registry>/champion`` (or ``/challenger``): the alias's version, verified; else a plain model dir."""
-    from pipelines import models
 
     root, _, last = champion.rstrip("/").rpartition("/")
     if last in ALIASES and root and storage.exists(storage.join(root, "versions")):
@@ -729,17 +728,15 @@ def champion_comparison(
     registry: Registry, champion: str, *, features: str, evaluation: Mapping[str, Any], seed: int, cfg: Any
 ) -> dict[str, Any]:
     """Re-score the champion on the candidate's labelled test rows (its own spec if it differs)."""
-    from pipelines import evaluate as ev
-    from pipelines.featurespec import loads_spec
 
     spec = loads_spec(storage.read_bytes(storage.join(features, "spec.json")))
     if spec.get("digest") != evaluation.get("spec_digest"):
         raise RegistryError(
             f"{features}/spec.json differs from the spec the evaluation used; re-run `loopline evaluate` first"
         )
-    rows = ev.labelled_rows(storage.read_parquet(storage.join(features, "test.parquet")).to_pandas())
+    rows = labelled_rows(storage.read_parquet(storage.join(features, "test.parquet")).to_pandas())
     scorers, cspec = registry.load_version(champion)
-    return ev.compare_champion(
+    return compare_champion(
         rows, spec=spec, champion={"version": champion, "scorers": scorers, "spec": cspec}, cfg=cfg
     )
 

@@ -48,8 +48,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
-from pipelines.config import Params, RetrainConfig, SchemaConfig
+from pipelines import featurespec as fs
+from pipelines import models, storage
+from pipelines.baselines import fit_baselines
+from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SchemaConfig
+from pipelines.etl import lake_dates
+from pipelines.evaluate import evaluate_frames, write_outputs
+from pipelines.features import (
+    META_COLUMNS,
+    _attach_aggregates,
+    build_features,
+    load_history,
+    parse_window,
+    transform_columns,
+)
+from pipelines.featurespec import dumps_spec
+from pipelines.models import (
+    KERAS_FILE,
+    XGB_META,
+    feature_matrix,
+    labels,
+    load_scorers,
+    quiet_tensorflow,
+    read_split,
+    weights,
+)
+from pipelines.quantize import run_quantize
+from pipelines.registry import Registry, file_sha256, load_champion, run_register
+from pipelines.sampling import compute_windows
+from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, train_models
 
 __all__ = [
     "STATE_FILE",
@@ -219,8 +246,6 @@ def finetune_keras(
     seed: int,
 ) -> tuple[Any, dict[str, Any]]:
     """Fine-tune the champion's probability model from its weights; best valid PR-AUC epoch kept."""
-    from pipelines.models import quiet_tensorflow
-    from pipelines.train import _valid_pr_auc_callback
 
     quiet_tensorflow()
     import keras
@@ -270,7 +295,6 @@ def _with_meta(frame: pd.DataFrame, split: str) -> pd.DataFrame:
 
 def _agg_cfg(params: Params, spec: Mapping[str, Any] | None) -> Any:
     """The features config whose aggregates match ``spec`` (stateful: the kept spec's), else params."""
-    from pipelines.config import FeatureAggregatesConfig
 
     if spec is None:
         return params.features
@@ -284,7 +308,6 @@ def _agg_cfg(params: Params, spec: Mapping[str, Any] | None) -> Any:
 
 
 def _history_start(params: Params, spec: Mapping[str, Any] | None, start: dt.datetime) -> dt.datetime:
-    from pipelines.features import parse_window
 
     cfg = _agg_cfg(params, spec).aggregates
     if not cfg.enabled:
@@ -296,9 +319,6 @@ def _features_table(
     frame: pd.DataFrame, matrix: np.ndarray, spec: Mapping[str, Any], schema: SchemaConfig
 ) -> Any:
     import pyarrow as pa
-
-    from pipelines import featurespec as fs
-    from pipelines.features import META_COLUMNS
 
     inputs = [c for c in fs.input_columns(spec) if c != "event_time"]
     keep = [c for c in dict.fromkeys((*META_COLUMNS, schema.entity_key, *inputs)) if c in frame.columns]
@@ -372,7 +392,6 @@ def run_retrain(
                 storage.write_json(storage.join(folder, "retrain.json"), skipped)
             log.info("retrain skipped: %s", skipped["reason"])
             return skipped
-    from pipelines.registry import Registry
 
     reg = Registry(registry)
     created_at = created_at or dt.datetime.now(dt.UTC)
@@ -451,15 +470,12 @@ def _quantize(
     *, params: Params, features_out: str, out: str, reports: str, registry: str, version: str
 ) -> Any:
     """TFLite variants of the promoted candidate's Keras model, attached to its registry version."""
-    from pipelines.models import KERAS_FILE
 
     if not params.retrain.quantize:
         return {"skipped": "retrain.quantize is false"}
     if not storage.exists(storage.join(out, KERAS_FILE)):
         return {"skipped": "no Keras model in the candidate (retrain.keras false)"}
     try:
-        from pipelines.quantize import run_quantize
-
         r = run_quantize(features=features_out, model=out, out=storage.join(reports, "tflite"),
                          reports=storage.join(reports, "quantize"), cfg=params.quantize,
                          evaluate_cfg=params.evaluate, seed=params.seed, registry=registry, version=version)  # fmt: skip
@@ -488,12 +504,6 @@ def _attempt(
     git: Mapping[str, Any] | None,
     best_params: str | None,
 ) -> dict[str, Any]:
-    from pipelines.etl import lake_dates
-    from pipelines.evaluate import evaluate_frames, write_outputs
-    from pipelines.features import _attach_aggregates, build_features, load_history, transform_columns
-    from pipelines.models import feature_matrix, labels, weights
-    from pipelines.registry import file_sha256, load_champion, run_register
-    from pipelines.sampling import compute_windows
 
     schema, cfg = params.schema, params.retrain
     dates = lake_dates(lake)
@@ -562,11 +572,9 @@ def _attempt(
     for name, frame in frames.items():
         storage.write_parquet(storage.join(features_out, f"{name}.parquet"),
                               _features_table(frame, matrices[name], spec, schema))  # fmt: skip
-    from pipelines.featurespec import dumps_spec
 
     storage.write_bytes(storage.join(features_out, "spec.json"), dumps_spec(spec).encode("utf-8"))
     # read back what evaluation and quantization will read: one frame format everywhere
-    from pipelines.models import read_split
 
     train_f, valid_f, test_f = (read_split(features_out, s) for s in ("train", "valid", "test"))
     assert train_f is not None and valid_f is not None and test_f is not None
@@ -574,8 +582,6 @@ def _attempt(
     info: dict[str, Any] = {"mode": mode, "why": why, "rows": {"new": n_new, "replayed": replayed,
                             "valid": len(valid_f), "test": len(test_f)}}  # fmt: skip
     if mode == "stateless":
-        from pipelines.train import train_models
-
         best = storage.read_json(best_params) if best_params and storage.exists(best_params) else None
         res = train_models(train_f, valid_f, spec=spec, cfg=params.train, schema=schema, seed=params.seed,
                            best_params=best, train_keras=cfg.keras)  # fmt: skip
@@ -584,8 +590,6 @@ def _attempt(
         parent = None
     else:
         assert champ_scorers is not None and champion is not None
-        from pipelines.baselines import fit_baselines
-        from pipelines.train import heuristic_candidates, imbalance_weights
 
         tr = train_f[train_f["label"].notna()]
         va = valid_f[valid_f["label"].notna()]
@@ -628,7 +632,6 @@ def _attempt(
         parent = champion
     info["cpu_seconds_train"] = round(time.process_time() - c0, 3)
     # evaluation: the same path as a fresh model, champion re-scored on the same holdout
-    from pipelines.models import load_scorers
 
     champ = load_champion(storage.join(registry, "champion")) if champion is not None else None
     evaluation = evaluate_frames(test=test_f, valid=valid_f, scorers=load_scorers(out), spec=spec,
@@ -671,7 +674,6 @@ def _spec_fit_start(spec: Mapping[str, Any], *, fallback: dt.datetime) -> dt.dat
 
 
 def _n_trees(model_dir: str) -> int:
-    from pipelines.models import XGB_META
 
     return int(storage.read_json(storage.join(model_dir, XGB_META)).get("num_boosted_rounds", 0))
 
@@ -688,8 +690,6 @@ def _write_candidate(
     metrics: Mapping[str, Any],
 ) -> None:
     """The model directory layout of pipelines/models.py (what the train stage writes)."""
-    from pipelines import models
-    from pipelines.featurespec import dumps_spec
 
     storage.write_bytes(storage.join(out, models.XGB_FILE), bytes(booster.save_raw(raw_format="ubj")))
     storage.write_json(storage.join(out, models.XGB_META), dict(xgb_meta))

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipelines import storage
+
 __all__ = ["collect", "markdown_to_html", "render_index", "write_run_report"]
 
 log = logging.getLogger(__name__)
@@ -250,8 +252,6 @@ def collect(*, reports: Path, registry: str | Path | None, benchmarks: Path | No
             "champion": reg.get("champion_after"),
         }
         if registry is not None and reg.get("version"):
-            from pipelines import storage  # the registry may be an s3:// prefix
-
             card = storage.join(str(registry), "versions", str(reg["version"]), "model_card.md")
             if storage.exists(card):
                 card_md = storage.read_bytes(card).decode("utf-8")
@@ -473,7 +473,6 @@ def write_run_report(
     title: str = "Loopline run report",
 ) -> Path:
     """Collect, render and write ``out`` (plus ``model_card.html`` beside it when a card exists)."""
-    from pipelines import storage
 
     reports, out = Path(reports), Path(out)
     data = collect(reports=reports, registry=str(registry) if registry else None,

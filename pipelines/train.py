@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines import storage
 from pipelines.baselines import average_precision, baselines_from_dict, fit_baselines
 from pipelines.config import (
     ImbalanceTrainConfig,
@@ -42,6 +43,8 @@ from pipelines.config import (
     XGBoostParams,
     XGBoostTrainConfig,
 )
+from pipelines.featurespec import dumps_spec, input_columns, loads_spec
+from pipelines.imbalance import class_weights, resample, scale_pos_weight
 from pipelines.models import (
     BASELINES_FILE,
     KERAS_FILE,
@@ -103,7 +106,6 @@ def resample_train(
     """Resample the train split (never valid or test) with pipelines/imbalance.py; weights follow rows."""
     if cfg.resample == "none":
         return x, y, w
-    from pipelines.imbalance import resample
 
     res = resample(
         x, y, method=cfg.resample, ratio=cfg.resample_ratio, seed=seed, split="train", sample_weight=w
@@ -114,7 +116,6 @@ def resample_train(
 
 def imbalance_weights(y: np.ndarray, *, cfg: ImbalanceTrainConfig) -> tuple[dict[int, float], float]:
     """(Keras class weights, XGBoost scale_pos_weight) on the (resampled) train labels."""
-    from pipelines.imbalance import class_weights, scale_pos_weight
 
     cw = class_weights(y, method="balanced") if cfg.class_weight == "balanced" else {0: 1.0, 1: 1.0}
     spw = scale_pos_weight(y) if cfg.scale_pos_weight == "auto" else float(cfg.scale_pos_weight)
@@ -123,7 +124,6 @@ def imbalance_weights(y: np.ndarray, *, cfg: ImbalanceTrainConfig) -> tuple[dict
 
 def heuristic_candidates(spec: Mapping[str, Any], schema: SchemaConfig, frame: pd.DataFrame) -> list[str]:
     """Raw input columns the one-rule heuristic may use: spec inputs minus time, entity and high-cardinality."""
-    from pipelines.featurespec import input_columns
 
     skip = {"event_time", schema.entity_key}
     skip |= {c.name for c in schema.columns if c.high_cardinality}
@@ -522,8 +522,6 @@ def run_train(
     *, features: str, best_params: str | None, out: str, reports: str, params: Params
 ) -> dict[str, Any]:
     """Read the feature stage's splits, train every model, write the model directory and reports."""
-    from pipelines import storage
-    from pipelines.featurespec import dumps_spec, loads_spec
 
     started = time.perf_counter()
     spec = loads_spec(storage.read_bytes(storage.join(features, SPEC_FILE)))

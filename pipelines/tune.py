@@ -35,7 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import storage
 from pipelines.config import Params, TrainConfig, TuneConfig
+from pipelines.featurespec import loads_spec, spec_digest
+from pipelines.imbalance import scale_pos_weight
 from pipelines.models import SPEC_FILE, booster_params, labels, train_mask, weights
 
 __all__ = [
@@ -82,7 +85,6 @@ def split_trials(remaining: int, workers: int) -> list[int]:
 
 def auto_study_name(spec: Mapping[str, Any], *, tune: TuneConfig, train: TrainConfig, seed: int) -> str:
     """A name that changes whenever old trials stop being comparable (data, space, budget, base params)."""
-    from pipelines.featurespec import spec_digest
 
     key = {
         "space": {k: v.model_dump() for k, v in sorted(tune.space.items())},
@@ -306,8 +308,6 @@ def _stratified_rows(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarr
 
 def load_tune_data(features: str, *, max_rows: int | None, seed: int) -> TuneData:
     """Labelled train (stratified sample) and valid rows as matrices, reading only the needed columns."""
-    from pipelines import storage
-    from pipelines.featurespec import loads_spec
 
     spec = loads_spec(storage.read_bytes(storage.join(features, SPEC_FILE)))
     names = list(spec["feature_names"])
@@ -338,8 +338,6 @@ def load_tune_data(features: str, *, max_rows: int | None, seed: int) -> TuneDat
 
 def _schema_names(loc: str) -> list[str]:
     import pyarrow.parquet as pq
-
-    from pipelines import storage
 
     path = storage.local_path(loc)
     if path is not None:
@@ -372,8 +370,6 @@ def make_objective(data: TuneData, *, tune: TuneConfig, train: TrainConfig, seed
         )
     spw = train.imbalance.scale_pos_weight
     if spw == "auto":
-        from pipelines.imbalance import scale_pos_weight
-
         spw = scale_pos_weight(data.y_tr)
 
     def objective(trial: Any) -> float:
@@ -618,9 +614,6 @@ def _log_dvclive(study: Any, *, live_dir: str, maximize: bool) -> None:
 def run_tune(*, features: str, out: str, params: Params, storage_url: str | None = None) -> dict[str, Any]:
     """Continue (or start) the study up to ``tune.n_trials`` finished trials; write best params and logs."""
     import optuna
-
-    from pipelines import storage
-    from pipelines.featurespec import loads_spec
 
     started = time.perf_counter()
     tune, train, seed = params.tune, params.train, params.seed

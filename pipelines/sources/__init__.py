@@ -10,7 +10,9 @@ happen in the ETL stage, the same for every source. An adapter never drops a row
 from __future__ import annotations
 
 from pipelines.config import Params
-from pipelines.sources.base import FileRejected, RawBatch, SourceAdapter
+from pipelines.sources.base import CsvAdapter, FileRejected, RawBatch, SourceAdapter
+from pipelines.sources.generic import GenericAdapter
+from pipelines.sources.hotel import HotelAdapter
 
 __all__ = ["FileRejected", "RawBatch", "SourceAdapter", "adapter_for"]
 
@@ -19,15 +21,9 @@ def adapter_for(params: Params) -> SourceAdapter:
     """The adapter that ``params.source.kind`` selects."""
     kind = params.source.kind
     if kind == "synthetic":
-        from pipelines.sources.base import CsvAdapter
-
         return CsvAdapter(schema=params.schema, pattern="*.csv")
     if kind == "generic":
-        from pipelines.sources.generic import GenericAdapter
-
         return GenericAdapter(schema=params.schema, cfg=params.source.generic)
     if kind == "hotel":
-        from pipelines.sources.hotel import HotelAdapter
-
         return HotelAdapter(schema=params.schema, cfg=params.source.hotel)
     raise ValueError(f"params: source.kind = {kind!r}: expected synthetic, hotel or generic")
