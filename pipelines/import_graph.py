@@ -171,10 +171,12 @@ def _parents(name: str, modules: Mapping[str, Path]) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in modules]
 
 
-def closure(graph: Graph, starts: Iterable[str]) -> set[str]:
+def closure(graph: Graph, starts: Iterable[str], *, opaque: Iterable[str] = ()) -> set[str]:
     """Every module that may run when ``starts`` run: imports at the top and inside functions, and the
-    ``__init__`` of each package on the way."""
+    ``__init__`` of each package on the way. ``opaque`` modules are included but their imports not followed
+    (the CLI modules, whose commands are followed one by one instead)."""
     edges = graph.edges(include_local=True)
+    stop = set(opaque)
     seen: set[str] = set()
     todo = list(starts)
     while todo:
@@ -182,7 +184,8 @@ def closure(graph: Graph, starts: Iterable[str]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(edges.get(name, ()))
+        if name not in stop:
+            todo.extend(edges.get(name, ()))
         todo.extend(_parents(name, graph.modules))
     return seen
 
@@ -346,33 +349,46 @@ def _top_level_names(tree: ast.Module, graph: Graph, module: str) -> dict[str, s
     return names
 
 
-def command_entries(graph: Graph, cli_module: str = CLI_MODULE) -> dict[str, set[str]]:
-    """Each CLI command -> the internal modules its function reaches: what it imports inside itself, the
-    modules it names through the CLI module's own top-level imports, and the same for the CLI module's helper
-    functions it calls (transitively)."""
-    tree = ast.parse(graph.modules[cli_module].read_text(encoding="utf-8"))
-    names = _top_level_names(tree, graph, cli_module)
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    local = {imp.lineno: imp.target for imp in graph.imports if imp.source == cli_module and imp.local}
+def cli_modules(graph: Graph) -> list[str]:
+    """The CLI module, or the CLI package and its modules."""
+    return sorted(m for m in graph.modules if m == CLI_MODULE or m.startswith(CLI_MODULE + "."))
 
-    def reached(func: ast.FunctionDef, seen: set[str]) -> set[str]:
-        out: set[str] = set()
-        for node in ast.walk(func):
-            if isinstance(node, ast.Import | ast.ImportFrom) and node.lineno in local:
-                out.add(local[node.lineno])
-            elif isinstance(node, ast.Name):
-                if node.id in names:
-                    out.add(names[node.id])
-                elif node.id in functions and node.id not in seen:
-                    seen.add(node.id)
-                    out |= reached(functions[node.id], seen)
-        return out
 
+def _defines_commands(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return any(isinstance(n, ast.FunctionDef) and _command_name(n) is not None for n in tree.body)
+
+
+def command_entries(graph: Graph) -> dict[str, set[str]]:
+    """Each CLI command -> the module that defines it and the internal modules its function reaches: what it
+    imports inside itself, the modules it names through its module's top-level imports, and the same for the
+    helper functions of that module it calls (transitively)."""
     commands: dict[str, set[str]] = {}
-    for func in functions.values():
-        name = _command_name(func)
-        if name is not None:
-            commands[name] = reached(func, {func.name})
+    for module in cli_modules(graph):
+        tree = ast.parse(graph.modules[module].read_text(encoding="utf-8"))
+        names = _top_level_names(tree, graph, module)
+        functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        local = {imp.lineno: imp.target for imp in graph.imports if imp.source == module and imp.local}
+
+        def reached(
+            func: ast.FunctionDef, seen: set[str], names=names, functions=functions, local=local
+        ) -> set[str]:  # type: ignore[no-untyped-def]
+            out: set[str] = set()
+            for node in ast.walk(func):
+                if isinstance(node, ast.Import | ast.ImportFrom) and node.lineno in local:
+                    out.add(local[node.lineno])
+                elif isinstance(node, ast.Name):
+                    if node.id in names:
+                        out.add(names[node.id])
+                    elif node.id in functions and node.id not in seen:
+                        seen.add(node.id)
+                        out |= reached(functions[node.id], seen)
+            return out
+
+        for func in functions.values():
+            name = _command_name(func)
+            if name is not None:
+                commands[name] = reached(func, {func.name}) | {module}
     return commands
 
 
@@ -392,12 +408,18 @@ def module_file(graph: Graph, module: str, root: Path) -> str:
 
 
 def stage_code(root: Path, dvc_yaml: Path | None = None) -> dict[str, list[str]]:
-    """DVC stage -> the files of every module its command may run, sorted: the CLI module, its top-level
-    imports, and the closure of the modules the command reaches."""
+    """DVC stage -> the files of every module its command may run, sorted.
+
+    That is the CLI's root module and the closure of its top-level imports (they run for every command), the
+    module defining the command, and the closure of every module the command's function reaches. A CLI
+    module's imports that the command never reaches are not followed: modules do no work on import, so code
+    the command does not call cannot change its results.
+    """
     graph = read_graph(root)
     if CLI_MODULE not in graph.modules:
-        raise ValueError(f"{root}: no {PACKAGE}/cli.py here; run from the project root or pass --root")
+        raise ValueError(f"{root}: no {PACKAGE}/cli here; run from the project root or pass --root")
     entries = command_entries(graph)
+    defining = {m for m in cli_modules(graph) if _defines_commands(graph.modules[m])}
     cli_top = {imp.target for imp in graph.imports if imp.source == CLI_MODULE and not imp.local}
     out = {}
     for stage, command in stage_commands(dvc_yaml or root / "dvc.yaml").items():
@@ -405,8 +427,7 @@ def stage_code(root: Path, dvc_yaml: Path | None = None) -> dict[str, list[str]]
             raise ValueError(
                 f"dvc.yaml: stage {stage!r} runs 'loopline {command}', which the CLI does not define"
             )
-        # the CLI module runs, but only its top-level imports and this command's reach, not other commands'
-        modules = closure(graph, cli_top | entries[command]) | {CLI_MODULE}
+        modules = closure(graph, {CLI_MODULE} | cli_top | entries[command], opaque=defining | {CLI_MODULE})
         out[stage] = sorted(module_file(graph, m, root) for m in modules)
     return out
 

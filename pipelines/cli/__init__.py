@@ -1,0 +1,159 @@
+"""The ``loopline`` command line: one sub-command per lifecycle step, listed in pipeline order.
+
+Each area's commands live in their own module (``data``, ``labeling``, ``features``, ``training``,
+``evaluation``, ``serving``, ``monitoring``, ``lifecycle``, ``dev``), which imports its stages at the top. This
+module imports none of them: :class:`LazyGroup` loads a command's module when that command runs or shows its
+own help, so ``loopline --help`` and each command pay only for what they use. :data:`COMMANDS` is the listing
+(a test keeps its one-line help equal to each command's docstring).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from pipelines.cli.common import setup_logging
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    module: str  # pipelines.cli.<area>
+    panel: str  # the help panel it is listed under
+    help: str  # the first line of the command's docstring
+
+
+def _entries(panel: str, module: str, *commands: tuple[str, str]) -> list[Entry]:
+    return [Entry(name, f"pipelines.cli.{module}", panel, text) for name, text in commands]
+
+
+COMMANDS: list[Entry] = [
+    *_entries(
+        "Project",
+        "lifecycle",
+        ("init", "Propose a params profile for your data: types, features, sizes, and leakage warnings."),
+        ("run", "Run the pipeline for a profile with DVC, in its own workspace runs/NAME (a normal DVC project)."),
+        ("check-params", "Validate a params file and print its sections."),
+    ),
+    *_entries(
+        "Data",
+        "data",
+        ("generate", "Write the synthetic card-payment landing files, one CSV per day (existing identical files kept)."),
+        ("etl", "Load new or changed landing files into the lake; quarantine rejected rows with reasons."),
+        ("validate", "Run the GX expectation suite (derived from params) on new lake partitions; write Data Docs."),
+        ("sample", "Time-ordered train/valid/test split as of a cutoff (immature labels become null); sample train."),
+    ),
+    *_entries(
+        "Labels and features",
+        "labeling",
+        ("label", "Natural + weak (labeling functions, label model) + hand labels with lineage; active-learning queue."),
+    ),
+    *_entries(
+        "Labels and features",
+        "features",
+        ("features", "Fit the feature spec on the train split, check for leakage, write feature matrices and the report."),
+    ),
+    *_entries(
+        "Training",
+        "training",
+        ("tune", "Optuna TPE + pruning on one shared study; continues the study up to tune.n_trials finished trials."),
+        ("train", "Train the baselines, XGBoost (early stopping) and the Keras edge model (optional distillation)."),
+    ),
+    *_entries(
+        "Evaluation and registry",
+        "evaluation",
+        ("evaluate", "Evaluate every model and baseline on the test split: metrics, calibration, slices, behavioural tests."),
+        ("register", "Register the candidate as a version, run the promotion gate, promote it to champion if it passes."),
+        ("registry", "The model registry: versions, aliases (champion, challenger), rollback."),
+    ),
+    *_entries(
+        "Serving and edge",
+        "serving",
+        ("quantize", "TFLite float32/float16/dynamic-range/int8 variants of the Keras model; publish those passing the parity gate."),
+        ("edge-predict", "Score a CSV on the edge runtime (numpy + TFLite only); same as `python -m pipelines.edge`."),
+        ("predict", "Batch-score lake partitions with the champion (point-in-time aggregates as in training)."),
+    ),
+    *_entries(
+        "Monitoring and retraining",
+        "monitoring",
+        ("monitor", "Drift, prediction drift and matured-label performance of the champion; writes the retrain decision."),
+    ),
+    *_entries(
+        "Monitoring and retraining",
+        "lifecycle",
+        ("retrain", "Retrain the champion (stateful update or stateless refit), then evaluate, gate, register, quantize."),
+        ("backtest", "Replay a timeline period by period; compare never / stateless / stateful / stateful+refit / policy."),
+    ),
+    *_entries(
+        "Reports",
+        "lifecycle",
+        ("report", "Write the one-page run report linking every report, headline figures on top."),
+        ("summary", "Print a short summary of the last pipeline run and where its reports are."),
+    ),
+    *_entries(
+        "Development",
+        "dev",
+        ("dvc-deps", "Keep dvc.yaml's code deps equal to the modules each stage runs (its import closure)."),
+    ),
+]  # fmt: skip
+_BY_NAME = {e.name: e for e in COMMANDS}
+_LISTING = "loopline.listing"
+
+
+class LazyGroup(TyperGroup):
+    """A command group that imports a command's module only when the command is resolved to run (or to show
+    its own help); the group's help lists :data:`COMMANDS` without importing anything."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [e.name for e in COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = _BY_NAME.get(cmd_name)
+        if entry is None:
+            return None
+        if ctx.meta.get(_LISTING):
+            return TyperCommand(
+                name=entry.name, help=entry.help, short_help=entry.help, rich_help_panel=entry.panel
+            )
+        return area_group(entry.module).get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        ctx.meta[_LISTING] = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            ctx.meta.pop(_LISTING, None)
+
+
+_GROUPS: dict[str, TyperGroup] = {}
+
+
+def area_group(module: str) -> TyperGroup:
+    """The click group of one area module's ``app`` (imported on first use)."""
+    if module not in _GROUPS:
+        area: Any = importlib.import_module(module)
+        _GROUPS[module] = typer.main.get_group(area.app)
+    return _GROUPS[module]
+
+
+app = typer.Typer(
+    name="loopline",
+    cls=LazyGroup,
+    help="Loopline: raw events to a monitored, self-retraining model. Every step is a DVC stage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    setup_logging(verbose)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,5 @@
+"""``python -m pipelines.cli`` runs the ``loopline`` command line."""
+
+from pipelines.cli import main
+
+main()

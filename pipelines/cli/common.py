@@ -1,0 +1,35 @@
+"""What every ``loopline`` command shares: the ``--params`` option, logging, and reading params once."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.config import ConfigError, Params, load_params
+
+log = logging.getLogger("loopline")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (a profile) to read")]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("great_expectations", "urllib3", "botocore", "matplotlib", "h5py", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def params_or_exit(path: Path) -> Params:
+    """The validated params, or one line naming the file and key and exit 2."""
+    try:
+        return load_params(path)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None

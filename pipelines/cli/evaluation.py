@@ -1,0 +1,166 @@
+"""Evaluation and the registry: offline evaluation, the promotion gate, versions and aliases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines import storage
+from pipelines.cli.common import ParamsOpt, params_or_exit
+from pipelines.evaluate import run_evaluate
+from pipelines.registry import (
+    ALIASES,
+    Registry,
+    RegistryError,
+    file_sha256,
+    format_rows,
+    git_info,
+    load_champion,
+    run_register,
+)
+
+app = typer.Typer()
+
+registry_app = typer.Typer(help="The model registry: versions, aliases (champion, challenger), rollback.")
+app.add_typer(registry_app, name="registry")
+RegistryOpt = Annotated[str, typer.Option("--registry", "-r", help="registry root (folder or s3:// prefix)")]
+
+
+@app.command()
+def evaluate(
+    features: Annotated[
+        str, typer.Option(help="features folder (test/valid.parquet, spec.json)")
+    ] = "data/features",
+    model: Annotated[str, typer.Option(help="candidate model directory")] = "models/candidate",
+    out: Annotated[
+        str, typer.Option(help="output folder (metrics, plots, report.html)")
+    ] = "reports/evaluation",
+    champion: Annotated[
+        str | None, typer.Option(help="compare with <registry>/champion (or a model directory)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Evaluate every model and baseline on the test split: metrics, calibration, slices, behavioural tests."""
+
+    p = params_or_exit(params)
+    try:
+        champ = load_champion(champion) if champion else None
+        ev = run_evaluate(
+            features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champ
+        )
+    except (ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    for name, m in ev["metrics"].items():
+        typer.echo(f"{name:<28} PR-AUC {m['pr_auc']:.4f}  ROC-AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f}")
+    s = ev["summary"]
+    typer.echo(f"slices flagged: {s['slices_flagged']}; behavioural tests passed: {s['behavioural_passed']}")
+
+
+@app.command()
+def register(
+    model: Annotated[str, typer.Option(help="candidate model directory")] = "models/candidate",
+    evaluation: Annotated[str, typer.Option(help="its evaluation folder")] = "reports/evaluation",
+    registry: Annotated[str, typer.Option(help="registry root (folder or s3:// prefix)")] = "models/registry",
+    features: Annotated[
+        str, typer.Option(help="features folder: the holdout the champion is re-scored on")
+    ] = ("data/features"),
+    parent: Annotated[str | None, typer.Option(help="parent version (warm start)")] = None,
+    out: Annotated[str | None, typer.Option(help="also write the decision here (or s3://)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Register the candidate as a version, run the promotion gate, promote it to champion if it passes."""
+
+    p = params_or_exit(params)
+    try:
+        result = run_register(
+            model=model, evaluation=evaluation, registry=registry, features=features, gate_cfg=p.gate,
+            evaluate_cfg=p.evaluate, seed=p.seed, created_at=dt.datetime.now(dt.UTC), git=git_info(),
+            dvc_lock_sha256=file_sha256("dvc.lock"), parent_version=parent,
+        )  # fmt: skip
+    except (RegistryError, ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{result['version']}: {result['status']} (gate {'passed' if result['passed'] else 'failed'}); "
+               f"champion {result['champion_before']} -> {result['champion_after']}")  # fmt: skip
+    for reason in result["reasons"]:
+        typer.echo(f"  - {reason}")
+    if out is not None:
+        storage.write_json(out, result)
+
+
+def _registry_call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+
+    try:
+        return fn(*args, **kwargs)
+    except RegistryError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+@registry_app.command("list")
+def registry_list(registry: RegistryOpt = "models/registry") -> None:
+    """Every version with its gate status and aliases."""
+
+    reg = Registry(registry)
+    typer.echo(format_rows(_registry_call(reg.summary)))
+    st = reg.state()
+    typer.echo(
+        f"aliases (generation {st.generation}): " + ", ".join(f"{a}={v}" for a, v in st.aliases.items())
+    )
+
+
+@registry_app.command("show")
+def registry_show(
+    version: Annotated[
+        str | None, typer.Argument(help="version id or alias; default: the alias history")
+    ] = None,
+    registry: RegistryOpt = "models/registry",
+) -> None:
+    """A version's lineage and gate decision (a version id or an alias name), or the alias history."""
+
+    reg = Registry(registry)
+    if version is None:
+        typer.echo(json.dumps({"aliases": reg.state().to_dict(), "history": reg.history()}, indent=2))
+        return
+    if version in ALIASES:
+        resolved = reg.alias(version)
+        if resolved is None:
+            typer.echo(f"error: no {version} in {registry}", err=True)
+            raise typer.Exit(1)
+        version = resolved
+    lineage = _registry_call(reg.lineage, version)
+    typer.echo(json.dumps({"lineage": lineage, "gate": reg.read_json(version, "gate.json")}, indent=2))
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="version id")],
+    alias: Annotated[str, typer.Option(help="champion or challenger")] = "champion",
+    force: Annotated[bool, typer.Option(help="override a failed or stale gate (needs --reason)")] = False,
+    reason: Annotated[str, typer.Option(help="why (recorded in the alias history)")] = "",
+    registry: RegistryOpt = "models/registry",
+) -> None:
+    """Point an alias at a version; champion requires a passed gate against the current champion."""
+
+    if force and not reason:
+        typer.echo("error: --force needs --reason (it is recorded in the alias history)", err=True)
+        raise typer.Exit(2)
+    st = _registry_call(Registry(registry).promote, version, alias=alias, force=force, reason=reason)
+    typer.echo(f"{alias} = {version} (generation {st.generation})")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    alias: Annotated[str, typer.Option(help="champion or challenger")] = "champion",
+    reason: Annotated[str, typer.Option(help="why (recorded in the alias history)")] = "",
+    registry: RegistryOpt = "models/registry",
+) -> None:
+    """Restore the alias's previous version from its history."""
+
+    st = _registry_call(Registry(registry).rollback, alias=alias, reason=reason)
+    typer.echo(f"{alias} = {st.aliases[alias]} (was {st.event['previous']}; generation {st.generation})")

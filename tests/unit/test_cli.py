@@ -1,0 +1,90 @@
+"""The command line: pipeline-order listing without importing the stages, and a listing that matches the
+commands."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from pipelines.cli import COMMANDS, app, area_group
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_command_in_pipeline_order_by_area() -> None:
+    result = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    positions = [result.output.find(f"│ {e.name} ") for e in COMMANDS]
+    assert all(p > 0 for p in positions), [e.name for e, p in zip(COMMANDS, positions, strict=True) if p <= 0]
+    assert positions == sorted(positions), "commands are listed in pipeline order"
+    for panel in ("Data", "Training", "Evaluation and registry", "Monitoring and retraining"):
+        assert panel in result.output
+
+
+def test_the_listing_imports_no_stage_and_a_command_only_its_own() -> None:
+    code = (
+        "import sys, json\n"
+        "from typer.testing import CliRunner\n"
+        "from pipelines.cli import app\n"
+        "{call}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('pipelines.', 'pandas', 'xgboost')))))\n"
+    )
+
+    def loaded(call: str) -> set[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(call=call)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    listing = loaded("CliRunner().invoke(app, ['--help'])")
+    assert not {m for m in listing if not m.startswith("pipelines.cli")} - {"pipelines.config"}, listing
+    one = loaded("CliRunner().invoke(app, ['etl', '--help'])")
+    assert "pipelines.etl" in one and "pipelines.cli.data" in one
+    assert "pipelines.train" not in one and "pipelines.cli.training" not in one
+
+
+def test_each_listed_help_line_is_its_commands_docstring_and_nothing_is_unlisted() -> None:
+    listed = {e.name: e for e in COMMANDS}
+    defined: dict[str, str] = {}
+    for module in sorted({e.module for e in COMMANDS}):
+        group = area_group(module)
+        for name, command in group.commands.items():
+            defined[name] = module
+            text = (command.help or "").strip().splitlines()[0]
+            assert name in listed, f"{module} defines '{name}', missing from pipelines.cli.COMMANDS"
+            assert listed[name].module == module, (
+                f"'{name}' lives in {module}, listed under {listed[name].module}"
+            )
+            assert listed[name].help == text, f"'{name}': listed {listed[name].help!r}, docstring {text!r}"
+    assert set(listed) == set(defined), f"listed but defined nowhere: {sorted(set(listed) - set(defined))}"
+
+
+def test_an_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["etll"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output
+
+
+def test_area_modules_define_their_commands_at_module_level() -> None:
+    """Every area module's app is a typer app whose commands are top-level functions (the dvc-deps analysis
+    reads them from the source)."""
+    for module in sorted({e.module for e in COMMANDS}):
+        path = ROOT / (module.replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text())
+        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        group = area_group(module)
+        for command in group.commands.values():
+            if hasattr(command, "commands"):  # the registry group
+                continue
+            assert command.callback is not None and command.callback.__name__ in names
+    assert isinstance(app, typer.Typer)
