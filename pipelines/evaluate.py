@@ -728,9 +728,12 @@ def run_evaluate(
     cfg: EvaluateConfig,
     seed: int,
     champion: Mapping[str, Any] | None = None,
+    annotate: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read the splits and the model directory, evaluate, write every output under ``out``. ``champion``:
-    a loaded champion (``registry.load_champion``) to re-score on the same test rows."""
+    a loaded champion (``registry.load_champion``) to re-score on the same test rows. ``annotate``: records
+    written with the figures (a mapping updates the evaluation's own section: the retrain stage's data window
+    and lineage)."""
 
     spec = loads_spec(storage.read_bytes(storage.join(features, "spec.json")))
     mspec = models.load_spec(model)
@@ -746,6 +749,11 @@ def run_evaluate(
     evaluation = evaluate_frames(
         test=test, valid=valid, scorers=scorers, spec=spec, cfg=cfg, seed=seed, champion=champion
     )
+    for key, value in (annotate or {}).items():
+        current = evaluation.get(key)
+        evaluation[key] = (
+            {**current, **value} if isinstance(current, dict) and isinstance(value, Mapping) else value
+        )
     write_outputs(out, evaluation)
     log.info("evaluation written to %s: %s", out, evaluation["summary"])
     return evaluation

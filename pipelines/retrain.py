@@ -23,8 +23,9 @@ mode, which does nothing, cheaply, when ``decision.json`` says no retrain). Each
    spec is KEPT (a new spec would change the inputs under the trees); new rows are transformed with it.
    **Stateful Keras**: fine-tuned from the champion's weights for ``retrain.keras_epochs`` epochs at
    ``train.keras.learning_rate x retrain.keras_lr_factor`` (hard labels, balanced class weights).
-4. The candidate takes the same path as a fresh model: evaluation (``evaluate_frames``: baselines refitted
-   on the new rows, calibration, slices, behavioural tests, the champion re-scored on the same holdout),
+4. The candidate takes the same path as a fresh model, through the same stage functions: evaluation
+   (``run_evaluate``: baselines refitted on the new rows, calibration, slices, behavioural tests, the
+   champion re-scored on the same holdout),
    the promotion gate and the registry (``run_register``; lineage records the parent version of a stateful
    update), then TFLite quantization (``run_quantize``) of a promoted candidate's Keras model.
    A stateful candidate refused by the gate is replaced by a refit (``retrain.refit_on_gate_failure``).
@@ -53,7 +54,7 @@ from pipelines import models, storage
 from pipelines.baselines import fit_baselines
 from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SchemaConfig
 from pipelines.etl import lake_dates
-from pipelines.evaluate import evaluate_frames, write_outputs
+from pipelines.evaluate import run_evaluate
 from pipelines.features import (
     META_COLUMNS,
     _attach_aggregates,
@@ -68,7 +69,6 @@ from pipelines.models import (
     XGB_META,
     feature_matrix,
     labels,
-    load_scorers,
     quiet_tensorflow,
     read_split,
     weights,
@@ -631,20 +631,22 @@ def _attempt(
                          keras_meta=keras_meta, baselines=base_doc, metrics=metrics)  # fmt: skip
         parent = champion
     info["cpu_seconds_train"] = round(time.process_time() - c0, 3)
-    # evaluation: the same path as a fresh model, champion re-scored on the same holdout
-
+    # evaluation, gate, registry: the stage functions dvc.yaml's evaluate and register stages run, on the
+    # candidate's features and model directories; the champion is re-scored on the same holdout
     champ = load_champion(storage.join(registry, "champion")) if champion is not None else None
-    evaluation = evaluate_frames(test=test_f, valid=valid_f, scorers=load_scorers(out), spec=spec,
-                                 cfg=params.evaluate, seed=params.seed, champion=champ)  # fmt: skip
     fit_start = train_start if mode == "stateless" else _spec_fit_start(spec, fallback=new_start)
     train_window = {"start": fit_start.isoformat(), "end": train_end.isoformat()}
-    # the rows the model has seen: for a stateful update the champion's window extended to the new end
-    evaluation["data_window"]["train"] = {"start": fit_start.isoformat(),
-                                          "end": (train_end - dt.timedelta(microseconds=1)).isoformat()}  # fmt: skip
-    evaluation["retrain"] = {**info, "parent_version": parent, "cutoff": cutoff.isoformat(),
-                             "new_rows_window": {"start": new_start.isoformat(), "end": train_end.isoformat()}}  # fmt: skip
     eval_dir = storage.join(reports, "evaluation")
-    write_outputs(eval_dir, evaluation)
+    evaluation = run_evaluate(
+        features=features_out, model=out, out=eval_dir, cfg=params.evaluate, seed=params.seed, champion=champ,
+        annotate={
+            # the rows the model has seen: for a stateful update the champion's window extended to the new end
+            "data_window": {"train": {"start": fit_start.isoformat(),
+                                      "end": (train_end - dt.timedelta(microseconds=1)).isoformat()}},
+            "retrain": {**info, "parent_version": parent, "cutoff": cutoff.isoformat(),
+                        "new_rows_window": {"start": new_start.isoformat(), "end": train_end.isoformat()}},
+        },
+    )  # fmt: skip
     reg_result = run_register(model=out, evaluation=eval_dir, registry=registry, features=features_out,
                               gate_cfg=params.gate, evaluate_cfg=params.evaluate, seed=params.seed,
                               created_at=created_at, git=git, dvc_lock_sha256=file_sha256("dvc.lock"),

@@ -141,6 +141,11 @@ def test_stateful_update_keeps_the_spec_and_records_its_parent(lake, bootstrappe
     assert after["updates_since_refit"] == 1
     ev = reg.read_json(child, "evaluation.json")
     assert ev["retrain"]["new_rows_window"]["start"] == before["watermark"]
+    # the stateful window is the parent's extended to the new end; valid and test keep the evaluation's own
+    parent_ev = reg.read_json(parent, "evaluation.json")
+    assert ev["data_window"]["train"]["start"][:10] == parent_ev["data_window"]["train"]["start"][:10]
+    assert ev["data_window"]["train"]["end"] > parent_ev["data_window"]["train"]["end"]
+    assert ev["data_window"]["test"] is not None and ev["data_window"]["valid"] is not None
 
 
 @pytest.mark.slow
