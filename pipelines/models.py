@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,7 +37,7 @@ import pandas as pd
 
 from pipelines import storage
 from pipelines.baselines import baselines_from_dict
-from pipelines.featurespec import loads_spec
+from pipelines.featurespec import dumps_spec, loads_spec
 from pipelines.spec_frame import transform_columns
 
 __all__ = [
@@ -130,6 +131,32 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def write_model_dir(
+    out: str,
+    *,
+    spec: Mapping[str, Any],
+    booster: Any,
+    xgb_meta: Mapping[str, Any],
+    keras_model: Any | None,
+    keras_meta: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> None:
+    """Write a model directory in this module's layout (the train stage's output, a retrain's candidate)."""
+    storage.write_bytes(storage.join(out, XGB_FILE), bytes(booster.save_raw(raw_format="ubj")))
+    storage.write_json(storage.join(out, XGB_META), dict(xgb_meta))
+    if keras_model is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, KERAS_FILE)
+            keras_model.save(path)
+            with open(path, "rb") as fh:
+                storage.write_bytes(storage.join(out, KERAS_FILE), fh.read())
+        storage.write_json(storage.join(out, KERAS_META), dict(keras_meta))
+    storage.write_json(storage.join(out, BASELINES_FILE), dict(baselines))
+    storage.write_bytes(storage.join(out, SPEC_FILE), dumps_spec(spec).encode("utf-8"))
+    storage.write_json(storage.join(out, TRAIN_METRICS_FILE), dict(metrics))
 
 
 def read_split(features: str, split: str, *, required: bool = True) -> pd.DataFrame | None:

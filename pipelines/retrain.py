@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -50,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import featurespec as fs
-from pipelines import models, storage
+from pipelines import storage
 from pipelines.baselines import fit_baselines
 from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SchemaConfig
 from pipelines.etl import lake_dates
@@ -72,11 +70,12 @@ from pipelines.models import (
     quiet_tensorflow,
     read_split,
     weights,
+    write_model_dir,
 )
 from pipelines.quantize import run_quantize
 from pipelines.registry import Registry, file_sha256, load_champion, run_register
 from pipelines.sampling import compute_windows
-from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, train_models
+from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, run_train
 
 __all__ = [
     "STATE_FILE",
@@ -582,11 +581,9 @@ def _attempt(
     info: dict[str, Any] = {"mode": mode, "why": why, "rows": {"new": n_new, "replayed": replayed,
                             "valid": len(valid_f), "test": len(test_f)}}  # fmt: skip
     if mode == "stateless":
-        best = storage.read_json(best_params) if best_params and storage.exists(best_params) else None
-        res = train_models(train_f, valid_f, spec=spec, cfg=params.train, schema=schema, seed=params.seed,
-                           best_params=best, train_keras=cfg.keras)  # fmt: skip
-        _write_candidate(out, spec=spec, booster=res.booster, xgb_meta=res.xgb_meta, keras_model=res.keras_model,
-                         keras_meta=res.keras_meta, baselines=res.baselines, metrics=res.metrics)  # fmt: skip
+        # a refit is the train stage on the retrain's features
+        run_train(features=features_out, best_params=best_params, out=out, reports=storage.join(reports, "train"),
+                  params=params, train_keras=cfg.keras, dvclive=False)  # fmt: skip
         parent = None
     else:
         assert champ_scorers is not None and champion is not None
@@ -627,8 +624,8 @@ def _attempt(
                 "parent_version": champion,
             }
         metrics = {"retrain": info, "cpu_seconds_fit": round(time.process_time() - c0, 3)}
-        _write_candidate(out, spec=spec, booster=booster, xgb_meta=xgb_meta, keras_model=keras_model,
-                         keras_meta=keras_meta, baselines=base_doc, metrics=metrics)  # fmt: skip
+        write_model_dir(out, spec=spec, booster=booster, xgb_meta=xgb_meta, keras_model=keras_model,
+                        keras_meta=keras_meta, baselines=base_doc, metrics=metrics)  # fmt: skip
         parent = champion
     info["cpu_seconds_train"] = round(time.process_time() - c0, 3)
     # evaluation, gate, registry: the stage functions dvc.yaml's evaluate and register stages run, on the
@@ -678,30 +675,3 @@ def _spec_fit_start(spec: Mapping[str, Any], *, fallback: dt.datetime) -> dt.dat
 def _n_trees(model_dir: str) -> int:
 
     return int(storage.read_json(storage.join(model_dir, XGB_META)).get("num_boosted_rounds", 0))
-
-
-def _write_candidate(
-    out: str,
-    *,
-    spec: Mapping[str, Any],
-    booster: Any,
-    xgb_meta: Mapping[str, Any],
-    keras_model: Any | None,
-    keras_meta: Mapping[str, Any],
-    baselines: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-) -> None:
-    """The model directory layout of pipelines/models.py (what the train stage writes)."""
-
-    storage.write_bytes(storage.join(out, models.XGB_FILE), bytes(booster.save_raw(raw_format="ubj")))
-    storage.write_json(storage.join(out, models.XGB_META), dict(xgb_meta))
-    if keras_model is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, models.KERAS_FILE)
-            keras_model.save(path)
-            with open(path, "rb") as fh:
-                storage.write_bytes(storage.join(out, models.KERAS_FILE), fh.read())
-        storage.write_json(storage.join(out, models.KERAS_META), dict(keras_meta))
-    storage.write_json(storage.join(out, models.BASELINES_FILE), dict(baselines))
-    storage.write_bytes(storage.join(out, models.SPEC_FILE), dumps_spec(spec).encode("utf-8"))
-    storage.write_json(storage.join(out, models.TRAIN_METRICS_FILE), dict(metrics))

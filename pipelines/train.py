@@ -22,8 +22,6 @@ stand in when it is absent) and writes a model directory (layout in :mod:`pipeli
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,16 +41,10 @@ from pipelines.config import (
     XGBoostParams,
     XGBoostTrainConfig,
 )
-from pipelines.featurespec import dumps_spec, input_columns, loads_spec
+from pipelines.featurespec import input_columns, loads_spec
 from pipelines.imbalance import class_weights, resample, scale_pos_weight
 from pipelines.models import (
-    BASELINES_FILE,
-    KERAS_FILE,
-    KERAS_META,
     SPEC_FILE,
-    TRAIN_METRICS_FILE,
-    XGB_FILE,
-    XGB_META,
     booster_params,
     feature_matrix,
     labels,
@@ -60,6 +52,7 @@ from pipelines.models import (
     read_split,
     train_mask,
     weights,
+    write_model_dir,
 )
 
 __all__ = [
@@ -519,9 +512,19 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_train(
-    *, features: str, best_params: str | None, out: str, reports: str, params: Params
+    *,
+    features: str,
+    best_params: str | None,
+    out: str,
+    reports: str,
+    params: Params,
+    train_keras: bool = True,
+    dvclive: bool = True,
 ) -> dict[str, Any]:
-    """Read the feature stage's splits, train every model, write the model directory and reports."""
+    """Read the feature stage's splits, train every model, write the model directory and reports.
+
+    ``train_keras`` False skips the Keras model (a retrain with ``retrain.keras: false``); ``dvclive`` False
+    skips the DVCLive curves (a retrain's candidate is no DVC experiment)."""
 
     started = time.perf_counter()
     spec = loads_spec(storage.read_bytes(storage.join(features, SPEC_FILE)))
@@ -533,24 +536,14 @@ def run_train(
         log.info("train: tuned XGBoost parameters from %s", best_params)
     else:
         log.info("train: no tuned parameters at %s; using train.xgboost.params", best_params)
-    result = train_models(
-        train, valid, spec=spec, cfg=params.train, schema=params.schema, seed=params.seed, best_params=best
-    )
-    storage.write_bytes(storage.join(out, XGB_FILE), bytes(result.booster.save_raw(raw_format="ubj")))
-    storage.write_json(storage.join(out, XGB_META), result.xgb_meta)
-    if result.keras_model is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, KERAS_FILE)
-            result.keras_model.save(path)
-            with open(path, "rb") as fh:
-                storage.write_bytes(storage.join(out, KERAS_FILE), fh.read())
-        storage.write_json(storage.join(out, KERAS_META), result.keras_meta)
-    storage.write_json(storage.join(out, BASELINES_FILE), result.baselines)
-    storage.write_bytes(storage.join(out, SPEC_FILE), dumps_spec(spec).encode("utf-8"))
+    result = train_models(train, valid, spec=spec, cfg=params.train, schema=params.schema, seed=params.seed,
+                          best_params=best, train_keras=train_keras)  # fmt: skip
     result.metrics["wall_seconds"]["stage"] = round(time.perf_counter() - started, 3)
-    storage.write_json(storage.join(out, TRAIN_METRICS_FILE), result.metrics)
+    write_model_dir(out, spec=spec, booster=result.booster, xgb_meta=result.xgb_meta,
+                    keras_model=result.keras_model, keras_meta=result.keras_meta, baselines=result.baselines,
+                    metrics=result.metrics)  # fmt: skip
     storage.write_json(storage.join(reports, "metrics.json"), result.metrics)
-    live_dir = storage.local_path(storage.join(reports, "dvclive"))
+    live_dir = storage.local_path(storage.join(reports, "dvclive")) if dvclive else None
     if live_dir is not None:
         _log_dvclive(
             result,
