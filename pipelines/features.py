@@ -676,6 +676,37 @@ def history_table(
     return table.filter(pa.array(((frame_t >= start) & (frame_t <= end)).to_numpy()))
 
 
+def write_feature_splits(
+    out: str,
+    frames: Mapping[str, pd.DataFrame],
+    matrices: Mapping[str, np.ndarray],
+    *,
+    spec: Mapping[str, Any],
+    schema: SchemaConfig,
+) -> None:
+    """``out/<split>.parquet`` (the meta, entity and raw input columns beside the feature matrix) and
+    ``out/spec.json``: what the feature stage writes and the train, evaluate and retrain stages read."""
+    import pyarrow as pa  # pandas -> Arrow conversion only here; the rest of the module is pandas/numpy
+
+    inputs = [c for c in fs.input_columns(spec) if c != "event_time"]
+    for name, frame in frames.items():
+        keep = [c for c in dict.fromkeys((*META_COLUMNS, schema.entity_key, *inputs)) if c in frame.columns]
+        clash = set(keep) & set(spec["feature_names"])
+        if clash:
+            raise ValueError(f"feature names {sorted(clash)} collide with raw columns; rename the columns")
+        table = pd.concat(
+            [
+                frame[keep].reset_index(drop=True),
+                pd.DataFrame(matrices[name], columns=list(spec["feature_names"])),
+            ],
+            axis=1,
+        )
+        storage.write_parquet(
+            storage.join(out, f"{name}.parquet"), pa.Table.from_pandas(table, preserve_index=False)
+        )
+    storage.write_bytes(storage.join(out, "spec.json"), fs.dumps_spec(spec).encode("utf-8"))
+
+
 def run_features(
     *,
     labeled: str,
@@ -686,8 +717,6 @@ def run_features(
     importance: str | None = None,
 ) -> dict[str, Any]:
     """Read the labelled splits and the lake history, build, write matrices, spec and report."""
-    import pyarrow as pa
-
     started = time.perf_counter()
     schema, cfg = params.schema, params.features
     splits: dict[str, pd.DataFrame] = {}
@@ -714,20 +743,7 @@ def run_features(
     if importance is not None and storage.exists(importance):
         imp = {str(k): float(v) for k, v in storage.read_json(importance).items()}
     build = build_features(splits, history=history, cfg=cfg, schema=schema, seed=params.seed, importance=imp)
-    inputs = [c for c in fs.input_columns(build.spec) if c != "event_time"]
-    for name, frame in build.frames.items():
-        keep = [c for c in (*META_COLUMNS, schema.entity_key, *inputs) if c in frame.columns]
-        clash = set(keep) & set(build.spec["feature_names"])
-        if clash:
-            raise ValueError(f"feature names {sorted(clash)} collide with raw columns; rename the columns")
-        table = pd.concat(
-            [frame[keep].reset_index(drop=True),
-             pd.DataFrame(build.matrices[name], columns=build.spec["feature_names"])], axis=1,
-        )  # fmt: skip
-        storage.write_parquet(
-            storage.join(out, f"{name}.parquet"), pa.Table.from_pandas(table, preserve_index=False)
-        )
-    storage.write_bytes(storage.join(out, "spec.json"), fs.dumps_spec(build.spec).encode("utf-8"))
+    write_feature_splits(out, build.frames, build.matrices, spec=build.spec, schema=schema)
     build.report["wall_seconds"] = round(time.perf_counter() - started, 3)
     storage.write_json(storage.join(reports, "report.json"), build.report)
     storage.write_bytes(storage.join(reports, "report.html"), report_html(build.report).encode("utf-8"))

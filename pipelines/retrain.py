@@ -47,21 +47,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import featurespec as fs
 from pipelines import storage
 from pipelines.baselines import fit_baselines
 from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SchemaConfig
 from pipelines.etl import lake_dates
 from pipelines.evaluate import run_evaluate
 from pipelines.features import (
-    META_COLUMNS,
     _attach_aggregates,
     build_features,
     load_history,
     parse_window,
     transform_columns,
+    write_feature_splits,
 )
-from pipelines.featurespec import dumps_spec
 from pipelines.models import (
     KERAS_FILE,
     XGB_META,
@@ -314,20 +312,6 @@ def _history_start(params: Params, spec: Mapping[str, Any] | None, start: dt.dat
     return start - dt.timedelta(seconds=max(parse_window(w) for w in cfg.windows))
 
 
-def _features_table(
-    frame: pd.DataFrame, matrix: np.ndarray, spec: Mapping[str, Any], schema: SchemaConfig
-) -> Any:
-    import pyarrow as pa
-
-    inputs = [c for c in fs.input_columns(spec) if c != "event_time"]
-    keep = [c for c in dict.fromkeys((*META_COLUMNS, schema.entity_key, *inputs)) if c in frame.columns]
-    table = pd.concat(
-        [frame[keep].reset_index(drop=True), pd.DataFrame(matrix, columns=list(spec["feature_names"]))],
-        axis=1,
-    )
-    return pa.Table.from_pandas(table, preserve_index=False)
-
-
 # --------------------------------------------------------------------------- the stage (I/O edge)
 
 
@@ -568,13 +552,8 @@ def _attempt(
         )
         matrices = {k: transform_columns(spec, f) for k, f in frames.items()}
     _clear(features_out)
-    for name, frame in frames.items():
-        storage.write_parquet(storage.join(features_out, f"{name}.parquet"),
-                              _features_table(frame, matrices[name], spec, schema))  # fmt: skip
-
-    storage.write_bytes(storage.join(features_out, "spec.json"), dumps_spec(spec).encode("utf-8"))
-    # read back what evaluation and quantization will read: one frame format everywhere
-
+    write_feature_splits(features_out, frames, matrices, spec=spec, schema=schema)
+    # read back what training, evaluation and quantization read: one frame format everywhere
     train_f, valid_f, test_f = (read_split(features_out, s) for s in ("train", "valid", "test"))
     assert train_f is not None and valid_f is not None and test_f is not None
     _clear(out)
