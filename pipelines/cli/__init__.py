@@ -1,8 +1,8 @@
 """The ``loopline`` command line: one sub-command per lifecycle step, listed in pipeline order.
 
-Each area's commands live in their own module (``data``, ``labeling``, ``features``, ``training``,
-``evaluation``, ``serving``, ``monitoring``, ``lifecycle``, ``dev``), which imports its stages at the top. This
-module imports none of them: :class:`LazyGroup` loads a command's module when that command runs or shows its
+Each area's commands live in their own module (``project``, ``data``, ``labeling``, ``features``,
+``training``, ``evaluation``, ``serving``, ``monitoring``, ``lifecycle``, ``reports``, ``dev``), which imports
+its stages at the top. This module imports none of them: :class:`LazyGroup` loads a command's module when that command runs or shows its
 own help, so ``loopline --help`` and each command pay only for what they use. :data:`COMMANDS` is the listing
 (a test keeps its one-line help equal to each command's docstring).
 """
@@ -37,8 +37,8 @@ COMMANDS: list[Entry] = [
         "lifecycle",
         ("init", "Propose a params profile for your data: types, features, sizes, and leakage warnings."),
         ("run", "Run the pipeline for a profile with DVC, in its own workspace runs/NAME (a normal DVC project)."),
-        ("check-params", "Validate a params file and print its sections."),
     ),
+    *_entries("Project", "project", ("check-params", "Validate a params file and print its sections.")),
     *_entries(
         "Data",
         "data",
@@ -90,7 +90,7 @@ COMMANDS: list[Entry] = [
     ),
     *_entries(
         "Reports",
-        "lifecycle",
+        "reports",
         ("report", "Write the one-page run report linking every report, headline figures on top."),
         ("summary", "Print a short summary of the last pipeline run and where its reports are."),
     ),

@@ -20,17 +20,9 @@ from pipelines.init_profile import infer_profile, read_sample, write_profile
 from pipelines.profile_run import run_profile
 from pipelines.registry import RegistryError, git_info
 from pipelines.retrain import RetrainError, run_retrain
-from pipelines.run_report import write_run_report
 from pipelines.summary import summarize
 
 app = typer.Typer()
-
-
-@app.command("check-params")
-def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Validate a params file and print its sections."""
-    p = params_or_exit(params)
-    typer.echo(f"{params}: ok (source={p.source.kind}, {len(p.schema.columns)} columns)")
 
 
 @app.command("init")
@@ -219,33 +211,3 @@ def backtest(
     files = write_outputs(out, result)
     typer.echo(markdown_table(result))
     typer.echo(f"written: {', '.join(files.values())}")
-
-
-@app.command()
-def report(
-    reports: Annotated[Path, typer.Option(help="the run's reports folder")] = Path("reports"),
-    registry: Annotated[
-        str, typer.Option(help="the model registry (for the model card; folder or s3:// prefix)")
-    ] = "models/registry",
-    benchmarks: Annotated[Path, typer.Option(help="benchmark results folder")] = Path("benchmarks/results"),
-    out: Annotated[Path | None, typer.Option(help="the index page (default: REPORTS/index.html)")] = None,
-    title: Annotated[
-        str | None, typer.Option(help="page title (default: names the profile in runs/NAME)")
-    ] = None,
-) -> None:
-    """Write the one-page run report linking every report, headline figures on top."""
-
-    cwd = Path.cwd()
-    title = title or ("Loopline run report" + (f": profile {cwd.name}" if cwd.parent.name == "runs" else ""))
-    path = write_run_report(reports=reports, registry=registry, benchmarks=benchmarks,
-                            out=out or reports / "index.html", title=title)  # fmt: skip
-    typer.echo(f"run report: {path}")
-
-
-@app.command()
-def summary(
-    reports: Annotated[Path, typer.Option(help="reports folder")] = Path("reports"),
-) -> None:
-    """Print a short summary of the last pipeline run and where its reports are."""
-
-    typer.echo(summarize(reports))
