@@ -101,6 +101,23 @@ def test_clean_lake_passes_and_rerun_validates_nothing(lake, tmp_path, vparams):
     assert again["on_record"]["partitions"] == 4
 
 
+def test_nothing_left_to_validate_still_writes_the_stage_outputs(lake, tmp_path, vparams):
+    """A re-run in a fresh workspace that holds only state/ (Airflow re-running a loaded day) validates
+    nothing and still leaves data_docs/ (the DVC stage's output) with the overview of what is on record."""
+    first = tmp_path / "first"
+    _run(lake, first, vparams)
+    rerun = tmp_path / "rerun"
+    shutil.copytree(first / "state", rerun / "state")
+    s = _run(lake, rerun, vparams)
+    assert s["partitions_validated"] == 0 and s["on_record"]["partitions"] == 4
+    overview = rerun / "data_docs" / "overview.html"
+    assert overview.exists(), "DVC fails the stage when its declared output data_docs/ is missing"
+    assert overview.read_text().count("date=") == (first / "data_docs" / "overview.html").read_text().count(
+        "date="
+    )
+    assert s["overview"] == str(overview)
+
+
 def test_planted_critical_problems_fail_naming_expectation_partition_and_value(lake, tmp_path, vparams):
     from pipelines.validate import failure_lines
 
@@ -218,7 +235,9 @@ def test_a_backfill_in_worker_processes_records_what_one_process_does(synthetic_
     _plant(str(lake), bad, "bad-amount", _with_column(base, "amount", [-1.0] * 10))
     records, summaries = [], []
     for workers in (1, 2):
-        p = vparams.model_copy(update={"validation": vparams.validation.model_copy(update={"workers": workers})})
+        p = vparams.model_copy(
+            update={"validation": vparams.validation.model_copy(update={"workers": workers})}
+        )
         reports = tmp_path / f"reports-{workers}"
         summaries.append(_run(str(lake), reports, p, all_partitions=True))
         records.append(json.loads((reports / "state" / "validated.json").read_text())["partitions"])
