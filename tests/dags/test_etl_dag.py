@@ -47,3 +47,24 @@ def test_etl_dag_loads_each_day_into_the_shared_lake(airflow_db, loopline_env):
     assert str(run.state).endswith("success")
     assert {p: p.read_bytes() for p in lake.rglob("*.parquet")} == before
     assert len(list((lake / "_etl" / "manifests").glob("*.json"))) == 2
+
+
+@pytest.mark.slow
+def test_re_running_a_loaded_day_with_validation_succeeds(airflow_db, loopline_env):
+    """A day already in the lake, run again (etl loads nothing new): validate has nothing to check and the
+    run still succeeds; before, DVC failed it on the missing reports/validation/data_docs output."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    keep_stages(loopline_env["project"], ["generate", "etl", "validate"])
+    make_landing(loopline_env["landing"], start="2025-01-01", days=1, rows=1500)  # the suite wants >= 1000
+    dag = DagBag().dags["loopline_etl"]
+    for t in dag.tasks:
+        t.retries = 0
+    for attempt in ("first", "again"):
+        run = dag.test(logical_date=pendulum.datetime(2025, 1, 1, tz="UTC"))
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        assert str(run.state).endswith("success"), (attempt, states)
+        assert states["validate"].endswith("success"), (attempt, states)
+    spaces = sorted(p for p in (loopline_env["runs"] / "loopline_etl").iterdir() if p.is_dir())
+    summaries = [json.loads((w / "reports" / "validation" / "summary.json").read_text()) for w in spaces]
+    assert sorted(s["partitions_validated"] for s in summaries) == [0, 1]
