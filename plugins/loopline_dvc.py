@@ -22,7 +22,7 @@ from typing import Any
 
 import loopline_workspace as lw
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,16 @@ class DvcStageOperator(BaseOperator):
         overrides = dict(params.get("overrides") or {})
         if params.get("seed") is not None:
             overrides["seed"] = int(params["seed"])
-        ws = lw.ensure_workspace(
-            settings,
-            dag_id=self.dag_id,
-            run_id=context["run_id"],
-            run_record=record,
-            params_overrides=overrides or None,
-        )
+        try:
+            ws = lw.ensure_workspace(
+                settings,
+                dag_id=self.dag_id,
+                run_id=context["run_id"],
+                run_record=record,
+                params_overrides=overrides or None,
+            )
+        except lw.ParamsRejected as err:  # fail now: a retry would only repeat the same error minutes later
+            raise AirflowFailException(str(err)) from None
         if self.stage not in lw.dvc_stages(ws):
             msg = f"stage {self.stage!r} is not in dvc.yaml yet: skipped"
             if self.optional:

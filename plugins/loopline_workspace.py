@@ -62,6 +62,10 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+class ParamsRejected(ValueError):
+    """The run's params overrides fail `loopline check-params`: a user error no retry can fix."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the project, its pipeline environment, the run workspaces and the shared data live."""
@@ -250,7 +254,7 @@ def ensure_workspace(
                 cwd=ws, env=env, capture_output=True, text=True, check=False,
             )  # fmt: skip
             if res.returncode:
-                raise ValueError(f"run params rejected for {dag_id}/{run_id}: {res.stderr.strip()}")
+                raise ParamsRejected(f"run params rejected for {dag_id}/{run_id}: {res.stderr.strip()}")
         record = {
             **run_record,
             "dag_id": dag_id,
