@@ -78,6 +78,12 @@ def _resolve(name: str, modules: Mapping[str, Path]) -> str | None:
     return None
 
 
+def _from_target(base: str, name: str, modules: Mapping[str, Path]) -> str | None:
+    """The module ``from base import name`` loads: the submodule if ``name`` is one, else ``base``'s."""
+    sub = f"{base}.{name}"
+    return sub if sub in modules else _resolve(base, modules)
+
+
 def _comment(lines: list[str], lineno: int) -> str:
     line = lines[lineno - 1]
     if "#" in line:
@@ -148,8 +154,7 @@ class _Collector(ast.NodeVisitor):
         if not (base == PACKAGE or base.startswith(PACKAGE + ".")):
             return
         for alias in node.names:
-            sub = f"{base}.{alias.name}"
-            self._add(sub if sub in self.modules else _resolve(base, self.modules), node)
+            self._add(_from_target(base, alias.name, self.modules), node)
 
 
 def read_graph(root: Path, package: str = PACKAGE) -> Graph:
@@ -327,25 +332,21 @@ def _command_name(func: ast.FunctionDef) -> str | None:
     return None
 
 
-def _top_level_names(tree: ast.Module, graph: Graph, module: str) -> dict[str, str]:
-    """Names bound by the module's top-level internal imports -> the module each one comes from."""
-    names: dict[str, str] = {}
+def _top_level_names(tree: ast.Module, graph: Graph) -> dict[str, set[str]]:
+    """Names bound by the module's top-level internal imports -> the modules reached through each one
+    (``import pipelines.a`` and ``import pipelines.b`` both bind ``pipelines``, which then reaches both)."""
+    names: dict[str, set[str]] = {}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                target = sub if sub in graph.modules else _resolve(node.module, graph.modules)
+                target = _from_target(node.module, alias.name, graph.modules)
                 if target is not None:
-                    names[alias.asname or alias.name] = target
+                    names.setdefault(alias.asname or alias.name, set()).add(target)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 target = _resolve(alias.name, graph.modules)
                 if target is not None:
-                    names[alias.asname or alias.name.split(".")[0]] = (
-                        target
-                        if alias.asname
-                        else _resolve(alias.name.split(".")[0], graph.modules) or target
-                    )
+                    names.setdefault(alias.asname or alias.name.split(".")[0], set()).add(target)
     return names
 
 
@@ -366,7 +367,7 @@ def command_entries(graph: Graph) -> dict[str, set[str]]:
     commands: dict[str, set[str]] = {}
     for module in cli_modules(graph):
         tree = ast.parse(graph.modules[module].read_text(encoding="utf-8"))
-        names = _top_level_names(tree, graph, module)
+        names = _top_level_names(tree, graph)
         functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
         local = {imp.lineno: imp.target for imp in graph.imports if imp.source == module and imp.local}
 
@@ -379,7 +380,7 @@ def command_entries(graph: Graph) -> dict[str, set[str]]:
                     out.add(local[node.lineno])
                 elif isinstance(node, ast.Name):
                     if node.id in names:
-                        out.add(names[node.id])
+                        out |= names[node.id]
                     elif node.id in functions and node.id not in seen:
                         seen.add(node.id)
                         out |= reached(functions[node.id], seen)

@@ -110,6 +110,36 @@ def test_write_deps_keeps_the_other_deps_and_comments(tmp_path: Path) -> None:
     assert text.count("- pipelines/stage_a.py") == 2  # stages a and c, once each
 
 
+def test_a_command_reaching_a_module_through_a_dotted_import_depends_on_it(tmp_path: Path) -> None:
+    """``import pipelines.a`` binds ``pipelines``: a command using ``pipelines.a.f()`` runs a.py (and b.py,
+    which a imports), not only the package's ``__init__``. Before, only ``pipelines/__init__.py`` counted."""
+    root = _tree(
+        tmp_path,
+        {
+            "pipelines/__init__.py": "",
+            "pipelines/cli/__init__.py": "",
+            "pipelines/cli/area.py": """
+                import typer
+                import pipelines.a
+                import pipelines.c
+                app = typer.Typer()
+
+                @app.command()
+                def go():
+                    pipelines.a.f()
+                """,
+            "pipelines/a.py": "from pipelines import b\ndef f():\n    return b\n",
+            "pipelines/b.py": "",
+            "pipelines/c.py": "",
+            "dvc.yaml": "stages:\n  s:\n    cmd: loopline go\n    deps:\n      - x\n",
+        },
+    )
+    code = g.stage_code(root)["s"]
+    assert {"pipelines/a.py", "pipelines/b.py", "pipelines/cli/area.py"} <= set(code)
+    # pipelines.c is bound to the same name, so it counts too: by name alone the analysis errs on the side of
+    # a dep too many, never one too few
+
+
 def test_cycles_layers_and_upward_imports(tmp_path: Path) -> None:
     root = _tree(
         tmp_path,
