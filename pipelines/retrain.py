@@ -13,7 +13,9 @@ mode, which does nothing, cheaply, when ``decision.json`` says no retrain). Each
    stateful update trains on the train-window rows *since the watermark* (the end of the data the champion
    has learned), plus a replay sample of older rows (``retrain.replay_fraction`` of the new rows, from the
    ``retrain.replay_days`` before the watermark) so that the added trees do not forget the older mix. A
-   refit trains on the whole (trailing) train window.
+   refit runs the stage functions ``dvc repro`` runs (sample, label, features: weak and hand labels
+   included) as of the cutoff, so it learns from exactly what a fresh pipeline run would; their outputs
+   stay under ``<features-out>/inputs/``.
 3. **Stateful XGBoost** (:func:`continue_xgboost`): the champion's trees (cut at its best iteration) are
    kept and ``retrain.stateful_rounds`` trees are *added* on the new rows (``xgb.train(xgb_model=...)``),
    with the champion's own parameters. Adding trees is the default (``retrain.xgboost_method``) because it
@@ -49,17 +51,18 @@ import pandas as pd
 
 from pipelines import storage
 from pipelines.baselines import fit_baselines
-from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SchemaConfig
+from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
 from pipelines.etl import lake_dates
 from pipelines.evaluate import run_evaluate
 from pipelines.features import (
     _attach_aggregates,
-    build_features,
     load_history,
     parse_window,
+    run_features,
     transform_columns,
     write_feature_splits,
 )
+from pipelines.labeling import run_labeling
 from pipelines.models import (
     KERAS_FILE,
     XGB_META,
@@ -72,7 +75,7 @@ from pipelines.models import (
 )
 from pipelines.quantize import run_quantize
 from pipelines.registry import Registry, file_sha256, load_champion, run_register
-from pipelines.sampling import compute_windows
+from pipelines.sampling import SplitWindows, compute_windows, run_sampling
 from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, run_train
 
 __all__ = [
@@ -355,6 +358,7 @@ def run_retrain(
     created_at: dt.datetime | None = None,
     git: Mapping[str, Any] | None = None,
     best_params: str | None = None,
+    hand_labels: str | None = None,
 ) -> dict[str, Any]:
     """One retrain: stateful update or stateless refit, evaluate, gate, register, quantize, watermark.
 
@@ -405,7 +409,7 @@ def run_retrain(
             result = _attempt(lake=lake, registry=registry, reg=reg, features_out=features_out, out=out,
                               reports=reports, params=params, mode=attempt_mode, why=attempt_why,
                               champion=champion, state=state, as_of=as_of, created_at=created_at, git=git,
-                              best_params=best_params)  # fmt: skip
+                              best_params=best_params, hand_labels=hand_labels)  # fmt: skip
         except NotEnoughNewData as err:
             result = {"mode": attempt_mode, "why": attempt_why, "status": "waiting", "error": str(err)}
             log.warning(
@@ -486,6 +490,7 @@ def _attempt(
     created_at: dt.datetime,
     git: Mapping[str, Any] | None,
     best_params: str | None,
+    hand_labels: str | None,
 ) -> dict[str, Any]:
 
     schema, cfg = params.schema, params.retrain
@@ -516,43 +521,17 @@ def _attempt(
             )
         read_from = min(new_start - dt.timedelta(days=cfg.replay_days), train_start)
     else:
-        new_start = train_start
-        read_from = train_start
-    columns = _lake_columns(schema)
-    events = load_history(lake, start=_history_start(params, kept_spec, read_from),
-                          end=cutoff - dt.timedelta(microseconds=1), columns=columns)  # fmt: skip
-    events = mask_labels(events, cutoff)
-    splits = {
-        "train": _with_meta(_labelled(_between(events, new_start, train_end)), "train"),
-        "valid": _with_meta(_between(events, *windows.valid), "valid"),
-        "test": _with_meta(_between(events, *windows.test), "test"),
-    }
-    n_new = len(splits["train"])
-    y_new = splits["train"]["label"]
-    if n_new < cfg.min_new_rows or y_new.nunique() < 2:
-        raise NotEnoughNewData(
-            f"{n_new} labelled row(s) in {new_start.isoformat()}..{train_end.isoformat()} with classes "
-            f"{sorted(y_new.unique().tolist())}: need >= retrain.min_new_rows = {cfg.min_new_rows} of both "
-            "classes; load more days or wait for labels to mature"
-        )
-    replayed = 0
-    if mode == "stateful" and cfg.replay_fraction > 0:
-        old = _labelled(_between(events, new_start - dt.timedelta(days=cfg.replay_days), new_start))
-        rep = _with_meta(replay_sample(old, n_new, fraction=cfg.replay_fraction, seed=params.seed), "train")
-        replayed = len(rep)
-        splits["train"] = pd.concat([rep, splits["train"]], ignore_index=True)
-    if mode == "stateless":
-        build = build_features(splits, history=events, cfg=params.features, schema=schema, seed=params.seed)
-        spec, frames, matrices = build.spec, build.frames, build.matrices
+        new_start = read_from = train_start
+    _clear(features_out)
+    if mode == "stateless":  # the sample, label and features stages, as dvc.yaml runs them
+        replayed = 0
+        n_new = _refit_features(lake=lake, features_out=features_out, reports=reports, params=params,
+                                sampling=scfg, hand_labels=hand_labels)  # fmt: skip
     else:
         assert kept_spec is not None
-        spec = kept_spec
-        frames, _ = _attach_aggregates(
-            splits, events, entity_key=schema.entity_key, cfg=_agg_cfg(params, spec)
-        )
-        matrices = {k: transform_columns(spec, f) for k, f in frames.items()}
-    _clear(features_out)
-    write_feature_splits(features_out, frames, matrices, spec=spec, schema=schema)
+        spec, n_new, replayed = _stateful_features(lake=lake, features_out=features_out, params=params,
+                                                   windows=windows, new_start=new_start, read_from=read_from,
+                                                   kept_spec=kept_spec)  # fmt: skip
     # read back what training, evaluation and quantization read: one frame format everywhere
     train_f, valid_f, test_f = (read_split(features_out, s) for s in ("train", "valid", "test"))
     assert train_f is not None and valid_f is not None and test_f is not None
@@ -641,6 +620,73 @@ def _attempt(
         "metrics": evaluation["summary"],
         "trees": int(_n_trees(out)),
     }
+
+
+def _require_new_rows(n: int, positives: int, *, window: str, cfg: RetrainConfig) -> None:
+    if n < cfg.min_new_rows or positives in (0, n):
+        raise NotEnoughNewData(
+            f"{n} labelled row(s) in {window}, {positives} positive: need >= retrain.min_new_rows = "
+            f"{cfg.min_new_rows} of both classes; load more days or wait for labels to mature"
+        )
+
+
+def _refit_features(
+    *, lake: str, features_out: str, reports: str, params: Params, sampling: SamplingConfig,
+    hand_labels: str | None,
+) -> int:  # fmt: skip
+    """A refit's features: the sample, label and features stages that dvc.yaml runs, on the lake as of the
+    cutoff. Their intermediate outputs stay under ``<features_out>/inputs/`` (what the refit learned from).
+    Returns the train split's labelled row count."""
+    inputs = storage.join(features_out, "inputs")
+    training, labeled = storage.join(inputs, "training"), storage.join(inputs, "labeled")
+    try:
+        sampled = run_sampling(lake=lake, out=training, cfg=sampling, schema=params.schema, seed=params.seed,
+                               progress=False)  # fmt: skip
+        train = sampled["counts"]["train"]
+        w = sampled["windows"]["train"]
+        _require_new_rows(train["labelled"], train["positives"], window=f"{w['start']}..{w['end']}",
+                          cfg=params.retrain)  # fmt: skip
+        run_labeling(training=training, out=labeled, reports=storage.join(reports, "labeling"),
+                     hand_labels=hand_labels or storage.join(inputs, "no_hand_labels"),  # none given: empty
+                     cfg=params.labeling, schema=params.schema, seed=params.seed)  # fmt: skip
+    except ValueError as err:
+        raise RetrainError(str(err)) from None
+    run_features(labeled=labeled, lake=lake, out=features_out, reports=storage.join(reports, "features"),
+                 params=params)  # fmt: skip
+    return int(train["labelled"])
+
+
+def _stateful_features(
+    *, lake: str, features_out: str, params: Params, windows: SplitWindows, new_start: dt.datetime,
+    read_from: dt.datetime, kept_spec: dict[str, Any],
+) -> tuple[dict[str, Any], int, int]:  # fmt: skip
+    """A stateful update's features: the train-window rows since the watermark plus a replay sample of older
+    ones, transformed with the champion's kept spec. Returns (spec, new rows, replayed rows)."""
+    schema, cfg = params.schema, params.retrain
+    cutoff, (_, train_end) = windows.cutoff, windows.train
+    events = load_history(lake, start=_history_start(params, kept_spec, read_from),
+                          end=cutoff - dt.timedelta(microseconds=1), columns=_lake_columns(schema))  # fmt: skip
+    events = mask_labels(events, cutoff)
+    splits = {
+        "train": _with_meta(_labelled(_between(events, new_start, train_end)), "train"),
+        "valid": _with_meta(_between(events, *windows.valid), "valid"),
+        "test": _with_meta(_between(events, *windows.test), "test"),
+    }
+    n_new = len(splits["train"])
+    _require_new_rows(n_new, int((splits["train"]["label"] == 1).sum()),
+                      window=f"{new_start.isoformat()}..{train_end.isoformat()}", cfg=cfg)  # fmt: skip
+    replayed = 0
+    if cfg.replay_fraction > 0:
+        old = _labelled(_between(events, new_start - dt.timedelta(days=cfg.replay_days), new_start))
+        rep = _with_meta(replay_sample(old, n_new, fraction=cfg.replay_fraction, seed=params.seed), "train")
+        replayed = len(rep)
+        splits["train"] = pd.concat([rep, splits["train"]], ignore_index=True)
+    frames, _ = _attach_aggregates(
+        splits, events, entity_key=schema.entity_key, cfg=_agg_cfg(params, kept_spec)
+    )
+    matrices = {k: transform_columns(kept_spec, f) for k, f in frames.items()}
+    write_feature_splits(features_out, frames, matrices, spec=kept_spec, schema=schema)
+    return kept_spec, n_new, replayed
 
 
 def _spec_fit_start(spec: Mapping[str, Any], *, fallback: dt.datetime) -> dt.datetime:

@@ -123,6 +123,9 @@ def retrain(
     best_params: Annotated[str | None, typer.Option(help="tuned XGBoost parameters for a refit")] = (
         "reports/tuning/best_params.json"
     ),
+    hand_labels: Annotated[
+        str | None, typer.Option(help="hand-label CSVs a refit's label stage ingests (as `loopline label`)")
+    ] = "data/hand_labels",
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Retrain the champion (stateful update or stateless refit), then evaluate, gate, register, quantize.
@@ -138,7 +141,7 @@ def retrain(
     try:
         r = run_retrain(lake=lake, registry=registry, features_out=features_out, out=out, reports=reports, params=p,
                         mode=mode, decision=decision, as_of=dt.date.fromisoformat(as_of) if as_of else None,
-                        git=git_info(), best_params=best_params)  # fmt: skip
+                        git=git_info(), best_params=best_params, hand_labels=hand_labels)  # fmt: skip
     except (RetrainError, RegistryError, ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

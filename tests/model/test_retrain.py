@@ -199,3 +199,34 @@ def test_auto_mode_does_nothing_when_the_decision_says_no(lake, tmp_path, params
     assert r["ran"] is False and "retrain = false" in r["reason"]
     assert json.loads((tmp_path / "reports" / "retrain.json").read_text())["status"] == "skipped"
     assert not (tmp_path / "registry").exists()
+
+
+def test_a_refit_learns_from_what_the_sample_label_and_features_stages_write(lake, tmp_path, params) -> None:
+    """One lifecycle wiring: a stateless refit's features are the ones `dvc repro` builds on the same lake
+    and cut-off (sample -> label -> features), weak labels included, not a second recipe of its own."""
+    import pandas as pd
+
+    from pipelines.features import run_features
+    from pipelines.labeling import run_labeling
+    from pipelines.sampling import run_sampling
+
+    p = _params(params)
+    r = _run(lake, tmp_path / "registry", tmp_path, p, as_of=D(2025, 1, 16), mode="stateless")
+    assert r["mode"] == "stateless" and r["status"] == "champion", r
+
+    p16 = p.model_copy(update={"sampling": p.sampling.model_copy(update={"as_of": D(2025, 1, 16)})})
+    dvc = tmp_path / "dvc"
+    run_sampling(lake=lake, out=str(dvc / "training"), cfg=p16.sampling, schema=p.schema, seed=p.seed,
+                 progress=False)  # fmt: skip
+    run_labeling(training=str(dvc / "training"), hand_labels=str(dvc / "none"), out=str(dvc / "labeled"),
+                 reports=str(dvc / "lr"), cfg=p.labeling, schema=p.schema, seed=p.seed)  # fmt: skip
+    run_features(labeled=str(dvc / "labeled"), lake=lake, out=str(dvc / "features"), reports=str(dvc / "fr"),
+                 params=p16)  # fmt: skip
+    assert (tmp_path / "features" / "spec.json").read_text() == (dvc / "features" / "spec.json").read_text()
+    for split in ("train", "valid", "test"):
+        ours = pd.read_parquet(tmp_path / "features" / f"{split}.parquet")
+        theirs = pd.read_parquet(dvc / "features" / f"{split}.parquet")
+        pd.testing.assert_frame_equal(ours, theirs)
+    train = pd.read_parquet(tmp_path / "features" / "train.parquet")
+    assert (train["label_source"] == "weak").any(), "the refit skipped the label stage's weak labels"
+    assert r["rows"]["new"] == int((train["label_source"] == "natural").sum())
