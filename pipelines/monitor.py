@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines import drift as D
 from pipelines import metrics as M
@@ -54,7 +53,7 @@ from pipelines.etl import lake_dates, read_partition, validate_date
 from pipelines.featurespec import feature_names_of
 from pipelines.registry import Registry
 from pipelines.samplers import stratified_indices
-from pipelines.sampling import ReservoirSampler
+from pipelines.sampling import ReservoirSampler, labels_at_cutoff
 
 __all__ = [
     "ChampionInfo",
@@ -275,17 +274,6 @@ def _prediction_table(predictions: str, date: str, model_version: str | None) ->
     return storage.read_parquet(parts[0], columns=["event_id", SCORE])
 
 
-def _mask_labels(table: pa.Table, cutoff: dt.datetime) -> pa.Table:
-    """Labels not yet known at ``cutoff`` become null (label_time > cutoff, or no label_time)."""
-    if "label" not in table.column_names or "label_time" not in table.column_names:
-        return table
-    known = pc.fill_null(
-        pc.less_equal(table["label_time"], pa.scalar(cutoff, table.schema.field("label_time").type)), False
-    )
-    label = pc.if_else(known, table["label"], pa.nulls(table.num_rows, table.schema.field("label").type))
-    return table.set_column(table.schema.get_field_index("label"), "label", label)
-
-
 def load_window(
     lake: str,
     window: Window,
@@ -311,7 +299,7 @@ def load_window(
         t = read_partition(lake, date, columns=cols)
         if t is None:
             continue
-        t = _mask_labels(t, cutoff)
+        t = labels_at_cutoff(t, cutoff)
         if predictions is not None:
             p = _prediction_table(predictions, date, model_version)
             if p is None:

@@ -56,7 +56,7 @@ from pipelines.etl import lake_dates
 from pipelines.evaluate import run_evaluate
 from pipelines.features import (
     _attach_aggregates,
-    load_history,
+    history_table,
     parse_window,
     run_features,
     transform_columns,
@@ -75,7 +75,7 @@ from pipelines.models import (
 )
 from pipelines.quantize import run_quantize
 from pipelines.registry import Registry, file_sha256, load_champion, run_register
-from pipelines.sampling import SplitWindows, compute_windows, run_sampling
+from pipelines.sampling import SplitWindows, compute_windows, labels_at_cutoff, run_sampling
 from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, run_train
 
 __all__ = [
@@ -85,7 +85,6 @@ __all__ = [
     "choose_mode",
     "continue_xgboost",
     "finetune_keras",
-    "mask_labels",
     "replay_sample",
     "run_retrain",
 ]
@@ -166,17 +165,6 @@ def choose_mode(
     return "stateful", (
         f"stateful update {state.updates_since_refit + 1} of {cfg.refit_every - 1} before the next refit"
     )
-
-
-def mask_labels(frame: pd.DataFrame, cutoff: dt.datetime) -> pd.DataFrame:
-    """Labels as known at ``cutoff``: a label whose label_time is later or missing becomes null (as does its
-    label_time: when a future label arrives is itself information from after the cutoff)."""
-    lt = pd.to_datetime(frame["label_time"], utc=True)
-    known = (lt <= pd.Timestamp(cutoff)).fillna(False).to_numpy(dtype=bool)
-    out = frame.copy()
-    out["label"] = pd.to_numeric(out["label"], errors="coerce").where(known)
-    out["label_time"] = lt.where(known)
-    return out
 
 
 def replay_sample(old: pd.DataFrame, n_new: int, *, fraction: float, seed: int) -> pd.DataFrame:
@@ -664,9 +652,12 @@ def _stateful_features(
     ones, transformed with the champion's kept spec. Returns (spec, new rows, replayed rows)."""
     schema, cfg = params.schema, params.retrain
     cutoff, (_, train_end) = windows.cutoff, windows.train
-    events = load_history(lake, start=_history_start(params, kept_spec, read_from),
-                          end=cutoff - dt.timedelta(microseconds=1), columns=_lake_columns(schema))  # fmt: skip
-    events = mask_labels(events, cutoff)
+    columns = _lake_columns(schema)
+    table = history_table(lake, start=_history_start(params, kept_spec, read_from),
+                          end=cutoff - dt.timedelta(microseconds=1), columns=columns, progress=False)  # fmt: skip
+    events = (
+        labels_at_cutoff(table, cutoff).to_pandas() if table is not None else pd.DataFrame(columns=columns)
+    )
     splits = {
         "train": _with_meta(_labelled(_between(events, new_start, train_end)), "train"),
         "valid": _with_meta(_between(events, *windows.valid), "valid"),

@@ -125,19 +125,20 @@ def labels_at_cutoff(table: pa.Table, cutoff: dt.datetime) -> pa.Table:
     """Labels as known at ``cutoff``: a label whose ``label_time`` is later (or missing) becomes null.
 
     label_time is nulled with it: when a future label will arrive is information from after the cutoff
-    (a chargeback arrives sooner than a clean label's window closes).
+    (a chargeback arrives sooner than a clean label's window closes). The one rule the sample stage, the
+    retrain's stateful update and the monitor's live performance apply; a table without labels is returned
+    as it is.
     """
+    if "label" not in table.column_names or "label_time" not in table.column_names:
+        return table
     lt = table.column("label_time")
-    known = pc.fill_null(pc.less_equal(lt, pa.scalar(cutoff, TS)), False)
+    known = pc.fill_null(pc.less_equal(lt, pa.scalar(cutoff, lt.type)), False)
     label = pc.if_else(known, table.column("label"), pa.scalar(None, table.schema.field("label").type))
-    ltime = pc.if_else(known, lt, pa.scalar(None, TS))
+    ltime = pc.if_else(known, lt, pa.scalar(None, lt.type))
     table = table.set_column(table.schema.get_field_index("label"), table.schema.field("label"), label)
     return table.set_column(
         table.schema.get_field_index("label_time"), table.schema.field("label_time"), ltime
     )
-
-
-# --------------------------------------------------------------------------- pure samplers
 
 
 def _size(n_rows: int, *, fraction: float | None, n: int | None) -> int:
