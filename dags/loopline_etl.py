@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
-from loopline_dvc import DEFAULT_ARGS, LAKE_ASSET_NAME, dvc_stage
+import datetime as dt
+
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from loopline_dvc import DEFAULT_ARGS, LAKE_ASSET_NAME, NEVER_AT_ONCE, dvc_stage
 
 LAKE = Asset(LAKE_ASSET_NAME)
 
 with DAG(
     dag_id="loopline_etl",
     description="Ingest and validate one day's landing files into the lake (DVC stages etl, validate)",
-    # Each run owns the data interval [D, D+1) in UTC and runs once it has closed.
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    # Deliberate: unpausing must not flood the scheduler with every day since 2025; history is loaded
-    # with an explicit backfill (UI, REST API or `airflow backfill create`).
+    # Each run owns the data interval [D, D+1) in UTC (its logical date is D) and runs at D+1 00:00, once the
+    # day has closed. No start_date, on purpose: with one, Airflow schedules the newest past day the moment
+    # the DAG is unpaused (whatever run_immediately says); without, unpausing waits for the next midnight.
+    # History is loaded with an explicit backfill (UI, REST API or `airflow backfill create`).
+    schedule=CronTriggerTimetable(
+        "0 0 * * *", timezone="UTC", interval=dt.timedelta(days=1), run_immediately=NEVER_AT_ONCE
+    ),
     catchup=False,
     max_active_runs=3,
     default_args=DEFAULT_ARGS,
@@ -35,9 +38,13 @@ Loads **one day** of landing files into the lake: the DVC stage `etl` (then `val
 runs in this run's own workspace (`runs/loopline_etl/<run_id>`), seeded with the day's landing file and
 the lake's de-duplication window; what the stage writes is published to the shared lake atomically.
 
-* Partition: the run's logical date (UTC; for scheduled and backfill runs, the data interval start) or the `date` param. Re-running a day is idempotent.
-* Backfill: `POST /api/v2/backfills` or *Trigger → Backfill* in the UI; up to 3 days run at once, each
-  in its own workspace, never sharing DVC's lock.
+* Partition: the run's logical date (UTC; for scheduled and backfill runs, the data interval start) or the
+  `date` param. Re-running a day is idempotent.
+* Schedule: daily at 00:00 UTC for the day that just closed. Unpausing starts nothing: the first scheduled
+  run is the next midnight's.
+* Backfill: `POST /api/v2/backfills` or *Trigger → Backfill* in the UI. The range is of *run times*: the
+  run at D+1 00:00 loads day D, so days 2025-01-01..01-03 are `from_date` 2025-01-02, `to_date` 2025-01-04.
+  Up to 3 days run at once, each in its own workspace, never sharing DVC's lock.
 * Output: the Asset `loopline_lake` (event extra: date, dvc.lock digest), which schedules `loopline_monitor`.
 * Reports: the task log (stage output + dvc.lock sha256), the run's manifest in
   `<lake>/_etl/manifests/`, and `runs/loopline_etl/<run_id>/reports/etl/manifest.json`.

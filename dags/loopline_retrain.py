@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
-from loopline_dvc import DEFAULT_ARGS, DRIFT_ASSET_NAME, dvc_stage
+from loopline_dvc import DEFAULT_ARGS, DRIFT_ASSET_NAME, NEVER_AT_ONCE, dvc_stage
 
 with DAG(
     dag_id="loopline_retrain",
     description="Stateful retraining, weekly or when monitoring reports drift",
     # Monday 03:00 UTC, or as soon as loopline_monitor emits the drift Asset, whichever comes first.
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=Asset(DRIFT_ASSET_NAME)
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC", run_immediately=NEVER_AT_ONCE),
+        assets=Asset(DRIFT_ASSET_NAME),
     ),
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    # No start_date: with one, Airflow runs last Monday's retrain the moment the DAG is unpaused; without,
+    # the first cron run is next Monday's (drift events still trigger it at once).
     catchup=False,  # a missed weekly retrain is not worth replaying: the next one uses all the data
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -32,8 +32,8 @@ DATA_KINDS = ("etl_interval", "lake", "tune", "register", "registry", "predict",
 def run_date(context: Any) -> str:
     """The partition a run is about: the ``date`` param if given, else the run's logical date (UTC).
 
-    For scheduled and backfill runs of a daily CronDataIntervalTimetable the logical date *is* the data
-    interval start; for a manual run it is the date the user picked (its inferred interval would be the
+    For scheduled and backfill runs of the ETL's daily timetable (run at D+1 00:00, data interval [D, D+1))
+    the logical date *is* the data interval start; for a manual run it is the date the user picked (its inferred interval would be the
     day before, which surprises people), so the logical date is the one rule for all run types.
     """
     params = context.get("params") or {}
@@ -200,6 +200,10 @@ def dvc_stage(stage: str, **kwargs: Any) -> DvcStageOperator:
 # Assets shared by the DAGs (names, not paths: the shared folders are configured by environment).
 LAKE_ASSET_NAME = "loopline_lake"
 DRIFT_ASSET_NAME = "loopline_drift"
+
+# run_immediately for the cron timetables: False still runs the past tick when it is within 10% of the period
+# (Airflow 3.3: 16.8 h for a weekly cron); a zero window never does, so unpausing waits for the next tick.
+NEVER_AT_ONCE = dt.timedelta(0)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "loopline",

@@ -20,6 +20,8 @@ from conftest import keep_stages, make_landing
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
+DAG_IDS = ("loopline_etl", "loopline_train", "loopline_monitor", "loopline_retrain")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -88,7 +90,8 @@ def test_rest_trigger_and_three_day_backfill(loopline_env, tmp_path: Path):
         assert denied.value.code == 401
         api = Api(info["url"], info["user"], info["password"])
         api.retry("GET", "/api/v2/dags/loopline_etl", seconds=120)
-        api.call("PATCH", "/api/v2/dags/loopline_etl", {"is_paused": False})
+        for dag_id in DAG_IDS:  # unpausing must start nothing by itself (checked at the end)
+            api.retry("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, seconds=60)
         manual = api.call(
             "POST", "/api/v2/dags/loopline_etl/dagRuns", {"logical_date": "2025-01-01T00:00:00Z"}
         )
@@ -97,7 +100,8 @@ def test_rest_trigger_and_three_day_backfill(loopline_env, tmp_path: Path):
         backfill = api.retry(
             "POST",
             "/api/v2/backfills",
-            {"dag_id": "loopline_etl", "from_date": "2025-01-02T00:00:00Z", "to_date": "2025-01-04T00:00:00Z",
+            # run times: the runs at 01-03..01-05 00:00 load the days 01-02..01-04
+            {"dag_id": "loopline_etl", "from_date": "2025-01-03T00:00:00Z", "to_date": "2025-01-05T00:00:00Z",
              "max_active_runs": 3, "reprocess_behavior": "completed"},
         )  # fmt: skip
         assert backfill["max_active_runs"] == 3
@@ -119,6 +123,9 @@ def test_rest_trigger_and_three_day_backfill(loopline_env, tmp_path: Path):
                 ti = api.call("GET", f"/api/v2/dags/loopline_etl/dagRuns/{r['dag_run_id']}/taskInstances/etl")
                 spans.append((_parse(ti["start_date"]), _parse(ti["end_date"])))
         assert max(s for s, _ in spans) < min(e for _, e in spans), f"backfill runs did not overlap: {spans}"
+        unasked = {d: [(r["dag_run_id"], r["logical_date"]) for r in api.call("GET", f"/api/v2/dags/{d}/dagRuns")["dag_runs"]
+                       if r["run_type"] == "scheduled"] for d in DAG_IDS}  # fmt: skip
+        assert not any(unasked.values()), f"unpausing started runs nobody asked for: {unasked}"
     finally:
         stopped = launcher.down(home)
     assert sorted(stopped) == sorted(pids)

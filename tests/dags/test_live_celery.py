@@ -86,9 +86,10 @@ def test_etl_on_postgres_celery_redis(loopline_env, postgres_db, redis_url, tmp_
         manual = api.call(
             "POST", "/api/v2/dags/loopline_etl/dagRuns", {"logical_date": "2025-01-01T00:00:00Z"}
         )
-        # on PostgreSQL a backfill is created at once (SQLite may answer 409 while busy)
-        api.call("POST", "/api/v2/backfills", {"dag_id": "loopline_etl", "from_date": "2025-01-02T00:00:00Z",
-                                               "to_date": "2025-01-03T00:00:00Z", "max_active_runs": 2})  # fmt: skip
+        # on PostgreSQL a backfill is created at once (SQLite may answer 409 while busy); the range is of run
+        # times: the runs at 01-03 and 01-04 00:00 load 01-02 and 01-03
+        api.call("POST", "/api/v2/backfills", {"dag_id": "loopline_etl", "from_date": "2025-01-03T00:00:00Z",
+                                               "to_date": "2025-01-04T00:00:00Z", "max_active_runs": 2})  # fmt: skip
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             runs = api.call("GET", "/api/v2/dags/loopline_etl/dagRuns?limit=50")["dag_runs"]
