@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
-from loopline_dvc import DEFAULT_ARGS, LAKE_ASSET_NAME, NEVER_AT_ONCE, dvc_stage
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
+from loopline_dvc import DEFAULT_ARGS, LAKE_ASSET_NAME, NEVER_AT_ONCE, dvc_stage, emit_lake_if_changed
 
 LAKE = Asset(LAKE_ASSET_NAME)
 
@@ -34,7 +34,7 @@ with DAG(
     doc_md="""
 ### loopline_etl
 
-Loads **one day** of landing files into the lake: the DVC stage `etl` (then `validate` once it exists)
+Loads **one day** of landing files into the lake: the DVC stage `etl`, then `validate`,
 runs in this run's own workspace (`runs/loopline_etl/<run_id>`), seeded with the day's landing file and
 the lake's de-duplication window; what the stage writes is published to the shared lake atomically.
 
@@ -45,11 +45,19 @@ the lake's de-duplication window; what the stage writes is published to the shar
 * Backfill: `POST /api/v2/backfills` or *Trigger → Backfill* in the UI. The range is of *run times*: the
   run at D+1 00:00 loads day D, so days 2025-01-01..01-03 are `from_date` 2025-01-02, `to_date` 2025-01-04.
   Up to 3 days run at once, each in its own workspace, never sharing DVC's lock.
-* Output: the Asset `loopline_lake` (event extra: date, dvc.lock digest), which schedules `loopline_monitor`.
+* Output: the Asset `loopline_lake` (event extra: date, partitions, dvc.lock digest), which schedules
+  `loopline_monitor`. The task `lake_changed` emits it only when the run wrote a partition and validation
+  passed; a re-run of a loaded day succeeds with `lake_changed` skipped ("the lake did not change: 0 new
+  file(s), 1 unchanged"), so no monitoring run starts over unchanged data.
 * Reports: the task log (stage output + dvc.lock sha256), the run's manifest in
   `<lake>/_etl/manifests/`, and `runs/loopline_etl/<run_id>/reports/etl/manifest.json`.
 """,
 ) as dag:
-    etl = dvc_stage("etl", data="etl_interval", optional=False, outlets=[LAKE])
-    validate = dvc_stage("validate")
-    etl >> validate
+
+    @task(outlets=[LAKE], trigger_rule="none_failed")
+    def lake_changed(**context):
+        """Emit the lake Asset when the run's ETL wrote a partition (skipped, no event, otherwise)."""
+        return emit_lake_if_changed(context)
+
+    # validated data only: a failed validation emits no event, so monitoring never scores a suspect day
+    dvc_stage("etl", data="etl_interval", optional=False) >> dvc_stage("validate") >> lake_changed()

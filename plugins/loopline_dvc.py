@@ -214,6 +214,43 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+def emit_lake_if_changed(
+    context: Any, *, etl_task: str = "etl", manifest_file: str = "reports/etl/manifest.json"
+) -> dict[str, Any]:
+    """Emit the lake Asset only when this run's ETL wrote a partition; skip (no event) otherwise.
+
+    The callable of the task whose outlet is ``loopline_lake``: a re-run or backfill of a day already in the
+    lake loads nothing, and an event for it would start a monitoring run over unchanged data. The run's
+    manifest (``reports/etl/manifest.json`` in its workspace) is the record of what the stage did.
+    """
+    import json
+
+    settings = lw.Settings.from_env()
+    ws = lw.workspace_path(settings, context["dag"].dag_id, context["run_id"])
+    path = ws / manifest_file
+    if not path.exists():
+        raise AirflowSkipException(f"no ETL manifest at {path} (the etl stage did not run): no lake event")
+    manifest = json.loads(path.read_text())
+    totals = manifest.get("totals") or {}
+    partitions = list(manifest.get("partitions_written") or [])
+    etl = context["ti"].xcom_pull(task_ids=etl_task) or {}
+    summary = (
+        f"{totals.get('files_processed', 0)} new file(s), {totals.get('files_unchanged', 0)} unchanged, "
+        f"{totals.get('rows_loaded', 0)} row(s) loaded, {totals.get('rows_quarantined', 0)} quarantined"
+    )
+    if not partitions:
+        raise AirflowSkipException(f"the lake did not change ({summary}): no loopline_lake event")
+    for asset in context["task"].outlets:
+        context["outlet_events"][asset].extra = {
+            "dag_run": context["run_id"],
+            "date": etl.get("date"),
+            "partitions": partitions,
+            "dvc_lock_sha256": etl.get("dvc_lock_sha256"),
+        }
+    log.info("lake changed: partitions %s (%s)", partitions, summary)
+    return {"partitions": partitions, "totals": totals}
+
+
 def emit_drift_if_decided(
     context: Any, *, decision_file: str = "reports/monitor/latest/decision.json"
 ) -> dict[str, Any]:

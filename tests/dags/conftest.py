@@ -111,3 +111,19 @@ def loopline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
     for k, v in env.items():
         monkeypatch.setenv(k, str(v))
     return paths
+
+
+def asset_events(name: str) -> list[tuple[str, dict]]:
+    """(source DAG, extra) of every event of the Asset ``name`` in the test's Airflow database."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        q = (
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == name)
+            .order_by(AssetEvent.id)
+        )
+        return [(e.source_dag_id, dict(e.extra or {})) for e in session.scalars(q)]

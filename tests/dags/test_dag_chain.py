@@ -16,7 +16,7 @@ from pathlib import Path
 import pendulum
 import pytest
 import yaml
-from conftest import PIPELINE_VENV, _git, make_landing
+from conftest import PIPELINE_VENV, _git, asset_events, make_landing
 from tiny_params import shrink_for_wiring
 
 DAYS, ROWS, LAST = 45, 600, "2025-02-14"
@@ -45,20 +45,6 @@ def _run(dag_id: str, **kwargs):
     return run, {k: v.rsplit(".", 1)[-1] for k, v in states.items()}
 
 
-def _asset_events(name: str) -> list:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        q = (
-            select(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == name)
-        )
-        return [(e.source_dag_id, dict(e.extra or {})) for e in session.scalars(q)]
-
-
 @pytest.mark.slow
 def test_etl_train_monitor_retrain_chain(airflow_db, loopline_env, tmp_path, monkeypatch):
     shared = tmp_path / "shared"
@@ -84,9 +70,11 @@ def test_etl_train_monitor_retrain_chain(airflow_db, loopline_env, tmp_path, mon
     assert len(list(lake.glob("date=*"))) == DAYS - 1
 
     # 1. loopline_etl: the last day, via Airflow (etl + validate)
+    seen = len(asset_events("loopline_lake"))  # the test session's database is shared
     _, states = _run("loopline_etl", logical_date=pendulum.parse(LAST))
-    assert states == {"etl": "success", "validate": "success"}
+    assert states == {"etl": "success", "validate": "success", "lake_changed": "success"}
     assert (lake / f"date={LAST}").is_dir() and len(list(lake.glob("date=*"))) == DAYS
+    assert [e[1]["partitions"] for e in asset_events("loopline_lake")[seen:]] == [[LAST]]
 
     # 2. loopline_train: every stage runs and the registry gets a champion
     _, states = _run("loopline_train", logical_date=pendulum.parse(LAST))
@@ -111,7 +99,7 @@ def test_etl_train_monitor_retrain_chain(airflow_db, loopline_env, tmp_path, mon
     assert (shared / "reports" / "monitor" / "state.json").exists()
     assert decision["retrain"] is True, decision["reasons"]  # the drift above the (zero) importance threshold
     assert states["drift_event"] == "success", states
-    drift_events = [e for e in _asset_events("loopline_drift") if e[0] == "loopline_monitor"]
+    drift_events = [e for e in asset_events("loopline_drift") if e[0] == "loopline_monitor"]
     assert len(drift_events) == 1 and drift_events[0][1]["reasons"] == decision["reasons"], drift_events
 
     # 4. loopline_retrain: the decision drives it; too few matured labels since the watermark is "waiting"

@@ -6,7 +6,7 @@ import json
 
 import pendulum
 import pytest
-from conftest import keep_stages, make_landing
+from conftest import asset_events, keep_stages, make_landing
 
 
 @pytest.mark.slow
@@ -18,11 +18,18 @@ def test_etl_dag_loads_each_day_into_the_shared_lake(airflow_db, loopline_env):
     dag = DagBag().dags["loopline_etl"]
     for t in dag.tasks:  # fail fast here: dag.test() would wait out the production retry delays
         t.retries = 0
+    seen = len(asset_events("loopline_lake"))  # the test session's database is shared
     for day in (1, 2):
         run = dag.test(logical_date=pendulum.datetime(2025, 1, day, tz="UTC"))
         states = {ti.task_id: ti.state for ti in run.get_task_instances()}
         assert str(run.state).endswith("success"), states
         assert str(states["etl"]).endswith("success") and str(states["validate"]).endswith("skipped")
+        assert str(states["lake_changed"]).endswith("success"), states
+    # one lake event per loaded day, naming the partition it wrote
+    assert sorted(e[1]["partitions"][0] for e in asset_events("loopline_lake")) == [
+        "2025-01-01",
+        "2025-01-02",
+    ]
 
     lake = loopline_env["lake"]
     assert sorted(p.name for p in lake.glob("date=*")) == ["date=2025-01-01", "date=2025-01-02"]
@@ -47,6 +54,14 @@ def test_etl_dag_loads_each_day_into_the_shared_lake(airflow_db, loopline_env):
     assert str(run.state).endswith("success")
     assert {p: p.read_bytes() for p in lake.rglob("*.parquet")} == before
     assert len(list((lake / "_etl" / "manifests").glob("*.json"))) == 2
+    # ... and says so: the run's manifest counts 0 new files, and no lake event starts monitoring (before,
+    # every re-run emitted one)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states["lake_changed"].endswith("skipped"), states
+    assert len(asset_events("loopline_lake")) == seen + 2
+    rerun = max((loopline_env["runs"] / "loopline_etl").iterdir(), key=lambda p: p.stat().st_mtime)
+    totals = json.loads((rerun / "reports" / "etl" / "manifest.json").read_text())["totals"]
+    assert totals["files_processed"] == 0 and totals["files_unchanged"] == 1, totals
 
 
 @pytest.mark.slow
