@@ -17,6 +17,7 @@ still being built: adding one later needs no DAG change.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any
 
@@ -214,6 +215,15 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+def _run_json(context: Any, rel: str, *, missing: str) -> dict[str, Any]:
+    """A JSON file of this run's workspace; the task is skipped (``no <rel> (<missing>``) when it is absent."""
+    settings = lw.Settings.from_env()
+    path = lw.workspace_path(settings, context["dag"].dag_id, context["run_id"]) / rel
+    if not path.exists():
+        raise AirflowSkipException(f"no {path} ({missing}")
+    return json.loads(path.read_text())
+
+
 def emit_lake_if_changed(
     context: Any, *, etl_task: str = "etl", manifest_file: str = "reports/etl/manifest.json"
 ) -> dict[str, Any]:
@@ -223,14 +233,7 @@ def emit_lake_if_changed(
     lake loads nothing, and an event for it would start a monitoring run over unchanged data. The run's
     manifest (``reports/etl/manifest.json`` in its workspace) is the record of what the stage did.
     """
-    import json
-
-    settings = lw.Settings.from_env()
-    ws = lw.workspace_path(settings, context["dag"].dag_id, context["run_id"])
-    path = ws / manifest_file
-    if not path.exists():
-        raise AirflowSkipException(f"no ETL manifest at {path} (the etl stage did not run): no lake event")
-    manifest = json.loads(path.read_text())
+    manifest = _run_json(context, manifest_file, missing="the etl stage did not run): no lake event")
     totals = manifest.get("totals") or {}
     partitions = list(manifest.get("partitions_written") or [])
     etl = context["ti"].xcom_pull(task_ids=etl_task) or {}
@@ -259,14 +262,7 @@ def emit_drift_if_decided(
     Used as the callable of a task whose outlet is the drift Asset: a skipped task emits no event, a
     successful one emits ``loopline_drift`` with the decision's reasons, which schedules loopline_retrain.
     """
-    import json
-
-    settings = lw.Settings.from_env()
-    ws = lw.workspace_path(settings, context["dag"].dag_id, context["run_id"])
-    path = ws / decision_file
-    if not path.exists():
-        raise AirflowSkipException(f"no decision at {path} (the monitor stage has not run): no drift event")
-    decision = json.loads(path.read_text())
+    decision = _run_json(context, decision_file, missing="the monitor stage has not run): no drift event")
     if not decision.get("retrain"):
         raise AirflowSkipException(f"decision: no retrain ({decision.get('reasons')})")
     for asset in context["task"].outlets:
