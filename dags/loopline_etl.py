@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
-from loopline_dvc import DEFAULT_ARGS, LAKE_ASSET_NAME, NEVER_AT_ONCE, dvc_stage, emit_lake_if_changed
+from loopline_dvc import (
+    DEFAULT_ARGS,
+    LAKE_ASSET_NAME,
+    NEVER_AT_ONCE,
+    LandingSensor,
+    dvc_stage,
+    emit_lake_if_changed,
+)
 
 LAKE = Asset(LAKE_ASSET_NAME)
 
@@ -38,6 +45,9 @@ Loads **one day** of landing files into the lake: the DVC stage `etl`, then `val
 runs in this run's own workspace (`runs/loopline_etl/<run_id>`), seeded with the day's landing file and
 the lake's de-duplication window; what the stage writes is published to the shared lake atomically.
 
+* Waits for the day: the sensor `landed` pokes the landing folder every 5 minutes until a file whose name
+  holds the date is there, up to 6 h after the day closed; past that (an old day, a gap in a backfill) it
+  is skipped at once with the folder and the expected name, and so are the stages after it.
 * Partition: the run's logical date (UTC; for scheduled and backfill runs, the data interval start) or the
   `date` param. Re-running a day is idempotent.
 * Schedule: daily at 00:00 UTC for the day that just closed. Unpausing starts nothing: the first scheduled
@@ -59,5 +69,10 @@ the lake's de-duplication window; what the stage writes is published to the shar
         """Emit the lake Asset when the run's ETL wrote a partition (skipped, no event, otherwise)."""
         return emit_lake_if_changed(context)
 
-    # validated data only: a failed validation emits no event, so monitoring never scores a suspect day
-    dvc_stage("etl", data="etl_interval", optional=False) >> dvc_stage("validate") >> lake_changed()
+    # The day waits to land first (skipped, saying what was expected where, when it never does; a skipped
+    # wait skips the stages after it). The lake event is for validated data only: a failed validation emits
+    # none, so monitoring never scores a suspect day.
+    landed = LandingSensor(task_id="landed")
+    etl = dvc_stage("etl", data="etl_interval", optional=False, trigger_rule="all_success")
+    validate = dvc_stage("validate", trigger_rule="none_failed_min_one_success")
+    landed >> etl >> validate >> lake_changed()

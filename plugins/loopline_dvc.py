@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 import loopline_workspace as lw
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,50 @@ class DvcStageOperator(BaseOperator):
                 }
         result.pop("published_files", None)
         return result
+
+
+class LandingSensor(BaseSensorOperator):
+    """Wait until the run's day has landed: a file whose name holds the date in the shared landing folder.
+
+    The ETL's first task. A day that has not landed yet is waited for (``mode="reschedule"``: no worker slot
+    is held between pokes) up to ``wait`` after the day closed; a day older than that, or a wait that runs
+    out, is *skipped* with the folder and the expected name (the run succeeds, nothing downstream runs), so
+    a backfill over a gap or a trigger for a day that never comes ends at once instead of failing after
+    minutes of retries.
+    """
+
+    ui_color = "#fff3c4"
+
+    def __init__(self, *, wait: dt.timedelta = dt.timedelta(hours=6), **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 300)
+        kwargs.setdefault("timeout", wait.total_seconds())
+        kwargs.setdefault("soft_fail", True)  # a wait that runs out skips: the day is not there, not broken
+        super().__init__(**kwargs)
+        self.wait = wait
+
+    def poke(self, context: Any) -> bool:
+        date = run_date(context)
+        folder = lw.Settings.from_env().shared["landing"]
+        wanted = lw.landing_for_date(date)
+        files = (
+            sorted(p.name for p in folder.iterdir() if p.is_file() and wanted(p.name))
+            if folder.is_dir()
+            else []
+        )
+        if files:
+            log.info("%s has landed: %s", date, files)
+            return True
+        closed = dt.datetime.combine(dt.date.fromisoformat(date) + dt.timedelta(days=1), dt.time(), dt.UTC)
+        since = dt.datetime.now(dt.UTC) - closed
+        if since > self.wait:
+            raise AirflowSkipException(
+                f"no landing file for {date} in {folder} (a file whose name contains {date}); the day closed "
+                f"{since.total_seconds() / 3600:.0f} h ago, past the {self.wait} wait: nothing to load. Put the "
+                "file there and trigger the day again."
+            )
+        log.info("waiting for %s to land in %s (a file whose name contains %s)", date, folder, date)
+        return False
 
 
 def dvc_stage(stage: str, **kwargs: Any) -> DvcStageOperator:

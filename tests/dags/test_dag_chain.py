@@ -72,7 +72,7 @@ def test_etl_train_monitor_retrain_chain(airflow_db, loopline_env, tmp_path, mon
     # 1. loopline_etl: the last day, via Airflow (etl + validate)
     seen = len(asset_events("loopline_lake"))  # the test session's database is shared
     _, states = _run("loopline_etl", logical_date=pendulum.parse(LAST))
-    assert states == {"etl": "success", "validate": "success", "lake_changed": "success"}
+    assert states == {"landed": "success", "etl": "success", "validate": "success", "lake_changed": "success"}
     assert (lake / f"date={LAST}").is_dir() and len(list(lake.glob("date=*"))) == DAYS
     assert [e[1]["partitions"] for e in asset_events("loopline_lake")[seen:]] == [[LAST]]
 

@@ -46,7 +46,7 @@ def test_schedules(dagbag):
     retrain = dagbag.dags["loopline_retrain"].timetable
     assert isinstance(retrain, AssetOrTimeSchedule) or type(retrain).__name__ == "AssetOrTimeSchedule"
     etl_outlets = {t.task_id: [a.name for a in t.outlets] for t in dagbag.dags["loopline_etl"].tasks}
-    assert etl_outlets == {"etl": [], "validate": [], "lake_changed": ["loopline_lake"]}
+    assert etl_outlets == {"landed": [], "etl": [], "validate": [], "lake_changed": ["loopline_lake"]}
     assert [a.name for a in dagbag.dags["loopline_monitor"].get_task("drift_event").outlets] == [
         "loopline_drift"
     ]
@@ -84,7 +84,7 @@ def _chain(dag) -> list[str]:
 
 
 def test_stage_order(dagbag):
-    assert _chain(dagbag.dags["loopline_etl"]) == ["etl", "validate", "lake_changed"]
+    assert _chain(dagbag.dags["loopline_etl"]) == ["landed", "etl", "validate", "lake_changed"]
     assert _chain(dagbag.dags["loopline_train"]) == [
         "sample", "label", "features", "tune", "train", "evaluate", "register", "quantize",
     ]  # fmt: skip

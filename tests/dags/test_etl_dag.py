@@ -83,3 +83,37 @@ def test_re_running_a_loaded_day_with_validation_succeeds(airflow_db, loopline_e
     spaces = sorted(p for p in (loopline_env["runs"] / "loopline_etl").iterdir() if p.is_dir())
     summaries = [json.loads((w / "reports" / "validation" / "summary.json").read_text()) for w in spaces]
     assert sorted(s["partitions_validated"] for s in summaries) == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_day_that_never_landed_is_skipped_at_once_saying_what_was_expected(airflow_db, loopline_env):
+    """Before, the etl task failed on the missing input and retried for minutes (11.5 min seen)."""
+    import time
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    keep_stages(loopline_env["project"], ["generate", "etl", "validate"])
+    make_landing(loopline_env["landing"], start="2025-01-01", days=1)
+    dag = DagBag().dags["loopline_etl"]
+    seen = len(asset_events("loopline_lake"))
+    started = time.monotonic()
+    run = dag.test(logical_date=pendulum.datetime(2025, 1, 3, tz="UTC"))  # 2025-01-03 never landed
+    states = {ti.task_id: str(ti.state).rsplit(".", 1)[-1] for ti in run.get_task_instances()}
+    assert str(run.state).endswith("success"), states
+    assert states == {"landed": "skipped", "etl": "skipped", "validate": "skipped", "lake_changed": "skipped"}
+    assert time.monotonic() - started < 60
+    assert not (loopline_env["runs"] / "loopline_etl").exists()  # no workspace, no stage ran
+    assert len(asset_events("loopline_lake")) == seen
+
+
+def test_a_day_that_has_not_closed_is_waited_for(loopline_env):
+    import datetime as dt
+
+    from loopline_dvc import LandingSensor
+
+    sensor = LandingSensor(task_id="landed")
+    assert sensor.mode == "reschedule" and sensor.soft_fail  # no worker slot held; a wait that runs out skips
+    today = dt.datetime.now(dt.UTC).date().isoformat()  # closes tonight: within the wait
+    assert sensor.poke({"params": {"date": today}}) is False  # not there yet: keep waiting
+    make_landing(loopline_env["landing"], start=today, days=1)
+    assert sensor.poke({"params": {"date": today}}) is True
