@@ -90,8 +90,11 @@ def test_rest_trigger_and_three_day_backfill(loopline_env, tmp_path: Path):
         assert denied.value.code == 401
         api = Api(info["url"], info["user"], info["password"])
         api.retry("GET", "/api/v2/dags/loopline_etl", seconds=120)
-        for dag_id in DAG_IDS:  # unpausing must start nothing by itself (checked at the end)
+        for dag_id in DAG_IDS:  # unpausing starts nothing by itself
             api.retry("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, seconds=60)
+        time.sleep(15)  # a few scheduler loops
+        unasked = {d: api.call("GET", f"/api/v2/dags/{d}/dagRuns")["total_entries"] for d in DAG_IDS}
+        assert not any(unasked.values()), f"unpausing started runs nobody asked for: {unasked}"
         manual = api.call(
             "POST", "/api/v2/dags/loopline_etl/dagRuns", {"logical_date": "2025-01-01T00:00:00Z"}
         )
@@ -116,16 +119,36 @@ def test_rest_trigger_and_three_day_backfill(loopline_env, tmp_path: Path):
         states = {r["dag_run_id"]: r["state"] for r in ours}
         assert len(ours) == 4 and set(states.values()) == {"success"}, states
 
-        # the three backfill runs ran at the same time, each in its own workspace
-        spans = []
-        for r in ours:
-            if r["run_type"] == "backfill":
-                ti = api.call("GET", f"/api/v2/dags/loopline_etl/dagRuns/{r['dag_run_id']}/taskInstances/etl")
-                spans.append((_parse(ti["start_date"]), _parse(ti["end_date"])))
+        # the three backfill runs ran at the same time, each in its own workspace (run spans: the etl tasks
+        # alone take ~2 s each, staggered by the landing sensors)
+        spans = [
+            (_parse(r["start_date"]), _parse(r["end_date"])) for r in ours if r["run_type"] == "backfill"
+        ]
         assert max(s for s, _ in spans) < min(e for _, e in spans), f"backfill runs did not overlap: {spans}"
-        unasked = {d: [(r["dag_run_id"], r["logical_date"]) for r in api.call("GET", f"/api/v2/dags/{d}/dagRuns")["dag_runs"]
-                       if r["run_type"] == "scheduled"] for d in DAG_IDS}  # fmt: skip
-        assert not any(unasked.values()), f"unpausing started runs nobody asked for: {unasked}"
+        spaces = [p for p in (loopline_env["runs"] / "loopline_etl").iterdir() if p.is_dir()]
+        assert len(spaces) == 4, spaces
+        # a bad params override fails the run's first task at once, naming the key (no retries)
+        t0 = time.monotonic()
+        bad = api.call("POST", "/api/v2/dags/loopline_train/dagRuns",
+                       {"logical_date": None, "conf": {"overrides": {"tune.n_trialz": 3}}})  # fmt: skip
+        assert api.wait_run("loopline_train", bad["dag_run_id"], seconds=120) == "failed"
+        took = time.monotonic() - t0
+        path = f"/api/v2/dags/loopline_train/dagRuns/{urllib.parse.quote(bad['dag_run_id'])}/taskInstances/sample"
+        ti = api.call("GET", path)
+        assert ti["state"] == "failed" and ti["try_number"] == 1, ti
+        log_text = json.dumps(api.call("GET", path + "/logs/1?full_content=true"))
+        assert "tune.n_trialz" in log_text, log_text[-2000:]
+        assert took < 30, f"a bad override took {took:.0f} s to fail"
+        # After a backfill Airflow's catchup=False schedules the newest closed day (yesterday, which never
+        # lands here): it must end at once, skipped at the landing sensor, not fail after retries.
+        for r in api.call("GET", "/api/v2/dags/loopline_etl/dagRuns")["dag_runs"]:
+            if r["run_type"] == "scheduled":
+                assert api.wait_run("loopline_etl", r["dag_run_id"], seconds=60) == "success"
+                path = (
+                    f"/api/v2/dags/loopline_etl/dagRuns/{urllib.parse.quote(r['dag_run_id'])}/taskInstances"
+                )
+                states = {t["task_id"]: t["state"] for t in api.call("GET", path)["task_instances"]}
+                assert states["landed"] == "skipped" and states["etl"] == "skipped", states
     finally:
         stopped = launcher.down(home)
     assert sorted(stopped) == sorted(pids)
