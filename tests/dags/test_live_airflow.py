@@ -127,6 +127,28 @@ def test_rest_trigger_and_three_day_backfill(loopline_env, tmp_path: Path):
         assert max(s for s, _ in spans) < min(e for _, e in spans), f"backfill runs did not overlap: {spans}"
         spaces = [p for p in (loopline_env["runs"] / "loopline_etl").iterdir() if p.is_dir()]
         assert len(spaces) == 4, spaces
+        # re-running a loaded day succeeds, says "0 new files" and emits no lake event
+        again = api.call(
+            "POST",
+            "/api/v2/dags/loopline_etl/dagRuns",
+            {"logical_date": None, "conf": {"date": "2025-01-02"}},
+        )
+        assert api.wait_run("loopline_etl", again["dag_run_id"]) == "success"
+        path = f"/api/v2/dags/loopline_etl/dagRuns/{urllib.parse.quote(again['dag_run_id'])}/taskInstances"
+        states = {t["task_id"]: t["state"] for t in api.call("GET", path)["task_instances"]}
+        assert states == {
+            "landed": "success",
+            "etl": "success",
+            "validate": "skipped",
+            "lake_changed": "skipped",
+        }, states
+        ws = max((loopline_env["runs"] / "loopline_etl").iterdir(), key=lambda p: p.stat().st_mtime)
+        totals = json.loads((ws / "reports" / "etl" / "manifest.json").read_text())["totals"]
+        assert totals["files_processed"] == 0 and totals["files_unchanged"] >= 1, totals
+        events = api.call("GET", "/api/v2/assets/events?source_dag_id=loopline_etl&limit=100")["asset_events"]
+        dates = sorted(e["extra"]["date"] for e in events)
+        assert dates == ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"], dates  # one per loaded day
+
         # a bad params override fails the run's first task at once, naming the key (no retries)
         t0 = time.monotonic()
         bad = api.call("POST", "/api/v2/dags/loopline_train/dagRuns",
