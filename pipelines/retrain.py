@@ -399,7 +399,7 @@ def run_retrain(
                               champion=champion, state=state, as_of=as_of, created_at=created_at, git=git,
                               best_params=best_params, hand_labels=hand_labels)  # fmt: skip
         except NotEnoughNewData as err:
-            result = {"mode": attempt_mode, "why": attempt_why, "status": "waiting", "error": str(err)}
+            result = {"mode": attempt_mode, "why": attempt_why, "status": "waiting", "detail": str(err)}
             log.warning(
                 "retrain (%s) is waiting for data: %s; the watermark stays at %s",
                 attempt_mode,
@@ -407,7 +407,7 @@ def run_retrain(
                 state.watermark,
             )
         except RetrainError as err:
-            result = {"mode": attempt_mode, "why": attempt_why, "status": "failed", "error": str(err)}
+            result = {"mode": attempt_mode, "why": attempt_why, "status": "failed", "detail": str(err)}
             log.error(
                 "retrain (%s) failed: %s; the watermark stays at %s", attempt_mode, err, state.watermark
             )
@@ -418,7 +418,7 @@ def run_retrain(
     final = dict(result)
     final["ran"] = True
     final["attempts"] = [
-        {k: a.get(k) for k in ("mode", "why", "status", "version", "error")} for a in attempts
+        {k: a.get(k) for k in ("mode", "why", "status", "version", "detail")} for a in attempts
     ]
     final["watermark_before"] = state.watermark
     if result.get("status") == "champion":

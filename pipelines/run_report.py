@@ -272,6 +272,31 @@ def collect(*, reports: Path, registry: str | Path | None, benchmarks: Path | No
     }
 
 
+def headline_metrics(head: dict[str, Any]) -> dict[str, Any]:
+    """The run's few headline figures, for ``reports/metrics.json``: what ``dvc metrics show`` and
+    ``dvc exp show`` compare across runs and experiments (the same numbers as the page's tiles)."""
+    out: dict[str, Any] = {}
+    if "etl" in head:
+        e = head["etl"]
+        out["etl"] = {k: e.get(k) for k in ("rows_read", "rows_loaded", "rows_quarantined", "partitions")}
+    if "validation" in head:
+        v = head["validation"]
+        out["validation"] = {k: v.get(k) for k in ("status", "critical_failures", "warnings")}
+    if "features" in head:
+        out["features"] = {"n_features": head["features"].get("n_features")}
+    if "evaluation" in head:
+        ev = head["evaluation"]
+        base = ev.get("best_baseline") or {}
+        out["evaluation"] = {"pr_auc": ev.get("pr_auc"), "roc_auc": ev.get("roc_auc"),
+                             "best_baseline_pr_auc": base.get("pr_auc"), "slices_flagged": ev.get("slices_flagged"),
+                             "behavioural_passed": ev.get("behavioural_passed")}  # fmt: skip
+    if "gate" in head:
+        out["gate"] = {"status": head["gate"].get("status"), "passed": head["gate"].get("passed")}
+    if "drift" in head:
+        out["drift"] = {"decision": head["drift"].get("decision"), "retrain": head["drift"].get("retrain")}
+    return out
+
+
 # --------------------------------------------------------------------------- rendering
 
 CSS = """
@@ -472,7 +497,8 @@ def write_run_report(
     out: str | Path,
     title: str = "Loopline run report",
 ) -> Path:
-    """Collect, render and write ``out`` (plus ``model_card.html`` beside it when a card exists)."""
+    """Collect, render and write ``out``, plus ``model_card.html`` and ``metrics.json`` (the headline figures,
+    the pipeline's DVC metrics) beside it."""
 
     reports, out = Path(reports), Path(out)
     data = collect(reports=reports, registry=str(registry) if registry else None,
@@ -490,5 +516,6 @@ def write_run_report(
     storage.write_bytes(card_file, page.encode("utf-8"))
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     storage.write_bytes(out, render_index(data, title=title, generated_at=now).encode("utf-8"))
+    storage.write_json(out.parent / "metrics.json", headline_metrics(data["headline"]))
     log.info("run report: %s", out)
     return out

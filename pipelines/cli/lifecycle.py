@@ -153,7 +153,7 @@ def retrain(
     for reason in r.get("reasons") or []:
         typer.echo(f"  - {reason}")
     if r.get("status") == "failed":
-        typer.echo(f"  - {r.get('error')}")
+        typer.echo(f"  - {r.get('detail')}")
         raise typer.Exit(1)
 
 

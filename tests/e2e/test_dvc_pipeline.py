@@ -117,3 +117,30 @@ def test_editing_a_shared_module_marks_every_stage_that_runs_it(
     assert changed == runs_it, (
         f"dvc status lists {sorted(changed)}; the stages that run {shared}: {sorted(runs_it)}"
     )
+
+
+def test_metrics_and_experiments_show_the_headline_figures(
+    project: Path, first_repro: subprocess.CompletedProcess[str]
+) -> None:
+    """`dvc metrics show` loads cleanly (before: "DVC failed to load some metrics", ~1,000 columns), and an
+    experiment made with `dvc exp run -S` carries the headline metrics (before: every metric was `!`, the
+    files sat in git-ignored reports/). Runs last in this module: the experiment changes the workspace."""
+    assert first_repro.returncode == 0, first_repro.stderr[-3000:]
+    dvc = str(Path(sys.executable).parent / "dvc")
+    shown = _run([dvc, "metrics", "show", "--json"], project)
+    assert shown.returncode == 0 and "failed" not in (shown.stdout + shown.stderr).lower(), shown.stderr
+    files = {f for rev in json.loads(shown.stdout).values() for f in rev.get("data", {})}
+    assert files == {"reports/metrics.json", "reports/retrain/retrain.json"}, files
+    headline = json.loads((project / "reports" / "metrics.json").read_text())
+    assert {"etl", "evaluation", "gate"} <= set(headline) and headline["evaluation"]["pr_auc"] is not None
+
+    exp = _run([dvc, "exp", "run", "-S", "gate.champion_margin=0.5", "--name", "strict-gate"], project)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    table = json.loads(_run([dvc, "exp", "show", "--json"], project).stdout)
+    exps = [e for rev in table for e in (rev.get("experiments") or []) if e.get("name") == "strict-gate"]
+    assert exps, json.dumps(table)[:2000]
+    data = exps[0]["revs"][0]["data"]
+    metrics = data["metrics"]["reports/metrics.json"]["data"]
+    assert metrics["evaluation"]["pr_auc"] == headline["evaluation"]["pr_auc"]  # the same model, re-gated
+    assert metrics["gate"]["status"] in ("champion", "rejected", "challenger")
+    assert data["params"]["params.yaml"]["data"]["gate"]["champion_margin"] == 0.5

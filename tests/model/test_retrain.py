@@ -159,7 +159,7 @@ def test_watermark_stays_on_an_empty_window_and_on_a_gate_refusal(
     champion = Registry(str(reg_dir)).alias("champion")
     # the same cutoff as the champion's: nothing new since the watermark -> waiting, not a candidate
     r = _run(lake, reg_dir, tmp_path, _params(params), as_of=D(2025, 1, 16), mode="stateful")
-    assert r["status"] == "waiting" and "no new data" in r["error"]
+    assert r["status"] == "waiting" and "no new data" in r["detail"]
     assert (reg_dir / "retrain_state.json").read_bytes() == state
     # a gate no candidate can pass (and no refit fallback): rejected, the watermark and the champion stay
     strict = _params(params, refit_on_gate_failure=False)
