@@ -20,7 +20,12 @@ $(STAMP): requirements/pipeline.lock requirements/dev.lock pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create the pipeline environment (.venv) from the lock files
+# dvc plots show's page with the Vega libraries inlined (.dvc/config names it): plots draw offline
+PLOTS_TEMPLATE := .dvc/plots/offline.html
+$(PLOTS_TEMPLATE): | $(STAMP)
+	@$(BIN)/loopline plots-template --out $@
+
+venv: $(STAMP) $(PLOTS_TEMPLATE) ## create the pipeline environment (.venv) from the lock files
 
 # Airflow lives in its own environment: it never imports the ML stack (tasks call .venv by absolute path).
 AIRFLOW_VENV := .venv-airflow

@@ -98,6 +98,7 @@ COMMANDS: list[Entry] = [
         "Development",
         "dev",
         ("dvc-deps", "Keep dvc.yaml's code deps equal to the modules each stage runs (its import closure)."),
+        ("plots-template", "Write the page template that lets `dvc plots show` draw offline (Vega libraries inlined)."),
     ),
 ]  # fmt: skip
 _BY_NAME = {e.name: e for e in COMMANDS}

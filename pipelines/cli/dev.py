@@ -1,13 +1,14 @@
-"""Development: keep dvc.yaml's code deps true."""
+"""Development: keep dvc.yaml's code deps true; the offline page template of `dvc plots show`."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipelines import import_graph
+from pipelines import import_graph, plots_page
 
 app = typer.Typer()
 
@@ -49,3 +50,22 @@ def dvc_deps(
         typer.echo("fix: loopline dvc-deps --write (then review and commit dvc.yaml)", err=True)
         raise typer.Exit(1)
     typer.echo(f"{dvc_yaml}: every stage's deps cover the code it runs")
+
+
+@app.command("plots-template")
+def plots_template(
+    out: Annotated[Path, typer.Option(help="the page template .dvc/config names")] = Path(
+        ".dvc/plots/offline.html"
+    ),
+) -> None:
+    """Write the page template that lets `dvc plots show` draw offline (Vega libraries inlined)."""
+
+    try:
+        page = plots_page.offline_template(plots_page.fetch_libraries())
+        how = "Vega, Vega-Lite and Vega-Embed inlined: `dvc plots show` works offline"
+    except (OSError, subprocess.SubprocessError, ValueError) as err:
+        page = plots_page.offline_template(None)
+        how = f"WARNING: could not fetch the Vega libraries ({err}); the plots page loads them from a CDN"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    typer.echo(f"{out}: {how}")
