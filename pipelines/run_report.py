@@ -264,6 +264,16 @@ def collect(*, reports: Path, registry: str | Path | None, benchmarks: Path | No
             "retrain": bool(retrain),
             "reasons": decision.get("reasons", []),
         }
+    retrain = _load(reports / "retrain" / "retrain.json")
+    if retrain:
+        head["retrain"] = {
+            "status": retrain.get("status"),
+            "mode": retrain.get("mode"),
+            "why": retrain.get("why") or retrain.get("reason"),
+            "detail": retrain.get("detail"),
+            "version": retrain.get("version"),
+            "reasons": retrain.get("reasons") or [],
+        }
     return {
         "links": links,
         "headline": head,
@@ -294,6 +304,8 @@ def headline_metrics(head: dict[str, Any]) -> dict[str, Any]:
         out["gate"] = {"status": head["gate"].get("status"), "passed": head["gate"].get("passed")}
     if "drift" in head:
         out["drift"] = {"decision": head["drift"].get("decision"), "retrain": head["drift"].get("retrain")}
+    if "retrain" in head:
+        out["retrain"] = {"status": head["retrain"].get("status"), "mode": head["retrain"].get("mode")}
     return out
 
 
@@ -341,6 +353,26 @@ def _kpi(title: str, value: str, sub: str, cls: str) -> str:
     return (
         f'<div class="kpi {cls}"><h3>{title}</h3><div class="v">{value}</div><div class="s">{sub}</div></div>'
     )
+
+
+def _retrain_kpi(r: dict[str, Any]) -> str:
+    """The retrain's outcome as what it is: a promotion, a refusal, a wait for data, a skip or a failure."""
+    status = r.get("status")
+    if status == "champion":
+        return _kpi(
+            "Retrain", "champion", html.escape(f"{r.get('mode')} retrain promoted {r.get('version')}"), "ok"
+        )
+    if status in ("challenger", "rejected"):
+        why = "; ".join(map(str, r["reasons"][:2])) or "-"
+        return _kpi("Retrain", _fmt(status), html.escape(f"{r.get('mode')} candidate {r.get('version')}: {why}"),
+                    "warn")  # fmt: skip
+    if status == "waiting":
+        return _kpi(
+            "Retrain", "waiting for data", html.escape(f"nothing retrained: {r.get('detail')}"), "warn"
+        )
+    if status == "skipped":
+        return _kpi("Retrain", "skipped", html.escape(str(r.get("why") or "-")), "na")
+    return _kpi("Retrain", _fmt(status), html.escape(str(r.get("detail") or r.get("why") or "-")), "bad")
 
 
 def _kpis(h: dict[str, Any]) -> str:
@@ -393,6 +425,11 @@ def _kpis(h: dict[str, Any]) -> str:
         )
     else:
         cards.append(_kpi("Drift decision", NOT_RUN, "monitoring has not run", "na"))
+    r = h.get("retrain")
+    if r:
+        cards.append(_retrain_kpi(r))
+    else:
+        cards.append(_kpi("Retrain", NOT_RUN, "the retrain stage has not run", "na"))
     f = h.get("features")
     if f:
         cards.append(_kpi("Features", _fmt(f["n_features"]), f"leakage checks passed; max single-input AUC "

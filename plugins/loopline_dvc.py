@@ -298,6 +298,28 @@ def emit_lake_if_changed(
     return {"partitions": partitions, "totals": totals}
 
 
+def retrain_outcome(context: Any, *, report_file: str = "reports/retrain/retrain.json") -> dict[str, Any]:
+    """Show the retrain's outcome as a task state: success only when a candidate was promoted.
+
+    The retrain stage succeeds also when it retrained nothing (waiting for matured labels, skipped by the
+    monitor's decision, or its candidate refused by the gate); this task is then *skipped* with the reason,
+    so the grid does not show a green run that changed no model.
+    """
+    r = _run_json(context, report_file, missing="the retrain stage did not run)")
+    status = r.get("status")
+    if status == "champion":
+        log.info("retrain promoted %s (%s: %s)", r.get("version"), r.get("mode"), r.get("why"))
+        return {k: r.get(k) for k in ("status", "mode", "version", "watermark_after")}
+    if status == "waiting":
+        raise AirflowSkipException(f"nothing retrained, waiting for data: {r.get('detail')}")
+    if status == "skipped":
+        raise AirflowSkipException(f"nothing retrained: {r.get('reason')}")
+    reasons = "; ".join(map(str, r.get("reasons") or [])) or r.get("detail") or "-"
+    raise AirflowSkipException(
+        f"the {r.get('mode')} candidate {r.get('version')} was {status}, not promoted: {reasons}"
+    )
+
+
 def emit_drift_if_decided(
     context: Any, *, decision_file: str = "reports/monitor/latest/decision.json"
 ) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def test_stage_order(dagbag):
         "sample", "label", "features", "tune", "train", "evaluate", "register", "quantize",
     ]  # fmt: skip
     assert _chain(dagbag.dags["loopline_monitor"]) == ["predict", "monitor", "drift_event"]
-    assert _chain(dagbag.dags["loopline_retrain"]) == ["retrain"]
+    assert _chain(dagbag.dags["loopline_retrain"]) == ["retrain", "outcome"]
 
 
 def test_train_params_form_is_validated(dagbag):

@@ -70,3 +70,30 @@ def test_summary_prints_the_report_path(tmp_path: Path) -> None:
     assert "Run report not written yet" in summarize(tmp_path)
     write_run_report(reports=tmp_path, registry=None, benchmarks=None, out=tmp_path / "index.html")
     assert f"Run report {tmp_path / 'index.html'}" in summarize(tmp_path)
+
+
+def test_a_retrain_that_retrained_nothing_says_so_and_the_metrics_agree(tmp_path: Path) -> None:
+    """A drift decision said retrain, and the retrain waited for labels: the page must not read as a
+    success (before, it showed no retrain outcome at all), and metrics.json carries the same verdicts."""
+    r = tmp_path / "reports"
+    _write(
+        r / "monitor" / "latest" / "decision.json",
+        {"drift": True, "retrain": True, "reasons": ["amount drifted"]},
+    )
+    detail = "0 labelled row(s) in 2025-02-20..2025-02-27, 0 positive: need >= retrain.min_new_rows = 500"
+    _write(r / "retrain" / "retrain.json", {"ran": True, "status": "waiting", "mode": "stateful",
+                                            "why": "drift", "detail": detail})  # fmt: skip
+    page = write_run_report(reports=r, registry=None, benchmarks=None, out=r / "index.html").read_text()
+    tile = page[page.index("<h3>Retrain</h3>") :].split("</div>", 2)
+    assert "waiting for data" in tile[0] + tile[1] and "0 labelled row(s)" in tile[0] + tile[1]
+    assert 'class="kpi warn"><h3>Retrain' in page
+    metrics = json.loads((r / "metrics.json").read_text())
+    assert metrics["drift"] == {"decision": "retrain", "retrain": True}
+    assert metrics["retrain"] == {"status": "waiting", "mode": "stateful"}
+
+    _write(
+        r / "retrain" / "retrain.json",
+        {"ran": False, "status": "skipped", "reason": "decision: retrain = false"},
+    )
+    page = write_run_report(reports=r, registry=None, benchmarks=None, out=r / "index.html").read_text()
+    assert 'class="kpi na"><h3>Retrain' in page and "retrain = false" in page
