@@ -424,7 +424,42 @@ def compute_figures(
     performance = _performance(matured)
     if performance is not None and offline:
         performance["offline"] = {k: round(float(v), 6) for k, v in offline.items()}
-    return {"features": features, "prediction": prediction, "performance": performance}
+    missing = why_missing(prediction=prediction, performance=performance, score_reference=sref,
+                          current=current, matured=matured, min_rows=dc.min_rows)  # fmt: skip
+    return {"features": features, "prediction": prediction, "performance": performance, "missing": missing}
+
+
+def why_missing(
+    *,
+    prediction: Mapping[str, Any] | None,
+    performance: Mapping[str, Any] | None,
+    score_reference: pd.DataFrame,
+    current: pd.DataFrame,
+    matured: pd.DataFrame | None,
+    min_rows: int,
+) -> dict[str, str]:
+    """Why a figure the pages show is absent (or partial), in words a person can act on; {} when all are there."""
+    out: dict[str, str] = {}
+    if prediction is None:
+        if SCORE not in current.columns or not current[SCORE].notna().any():
+            out["prediction"] = "no scores for the current window: run `loopline predict` on it first"
+        elif SCORE not in score_reference.columns or not score_reference[SCORE].notna().any():
+            out["prediction"] = ("no scores for the reference window: the champion has not scored it "
+                                 "(`loopline predict` over the reference dates)")  # fmt: skip
+        else:
+            n_ref, n_cur = int(score_reference[SCORE].notna().sum()), int(current[SCORE].notna().sum())
+            out["prediction"] = (f"{n_ref:,} reference and {n_cur:,} current scores: fewer than "
+                                 f"monitor.drift.min_rows = {min_rows:,}")  # fmt: skip
+    if performance is None:
+        if matured is None or matured.empty:
+            out["performance"] = "no rows in the performance window (its labels have not matured yet)"
+        else:
+            out["performance"] = f"no scores for the {len(matured):,} rows of the performance window"
+    elif performance.get("roc_auc") is None:
+        out["performance"] = (f"no matured labels of both classes yet: {performance.get('labelled', 0):,} "
+                              f"labelled ({performance.get('positives', 0):,} positive) of "
+                              f"{performance.get('rows', 0):,} scored rows")  # fmt: skip
+    return out
 
 
 # --------------------------------------------------------------------------- the decision (pure)
@@ -723,6 +758,14 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _figure_or_why(figure: Mapping[str, Any] | None, why: str | None) -> str:
+    """A figure as JSON, or the reason it is absent (never a bare ``null``)."""
+    note = f"<p><b>Not computed:</b> {html.escape(why)}.</p>" if why else ""
+    if figure is None:
+        return note or "<p><b>Not computed.</b></p>"
+    return f"{note}<pre>{html.escape(json.dumps(figure, indent=1))}</pre>"
+
+
 def summary_html(summary: Mapping[str, Any], reference: pd.DataFrame, current: pd.DataFrame) -> str:
     """A self-contained page (inline PNGs, no script): the decision, drift scores and score histograms."""
     import matplotlib
@@ -763,6 +806,7 @@ def summary_html(summary: Mapping[str, Any], reference: pd.DataFrame, current: p
     )
     perf = fig_.get("performance")
     pred = fig_.get("prediction")
+    missing = fig_.get("missing") or {}
     verdict = "RETRAIN" if dec["retrain"] else "keep champion"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Loopline monitor {summary["window"]["label"]}</title>
 <style>body{{font:14px sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
@@ -774,8 +818,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px}}tr.d td{{background:#fadbd8}}.v{{f
 <h2>Feature drift</h2><table><tr><th>column</th><th>kind</th><th>method</th><th>score</th><th>threshold</th>
 <th>importance</th><th>drifted</th></tr>{rows}</table>
 <p>Excluded: {html.escape(", ".join(f"{k} ({v})" for k, v in summary["excluded"].items()) or "none")}</p>
-<h2>Prediction drift</h2><pre>{html.escape(json.dumps(pred, indent=1))}</pre>
-<h2>Performance on matured labels</h2><pre>{html.escape(json.dumps(perf, indent=1))}</pre>
+<h2>Prediction drift</h2>{_figure_or_why(pred, missing.get("prediction"))}
+<h2>Performance on matured labels</h2>{_figure_or_why(perf, missing.get("performance"))}
 {"".join(f'<p><img src="data:image/png;base64,{i}"></p>' for i in imgs)}
 <p>Monitor CPU: {summary["cpu_seconds"]} s</p></body></html>"""
 

@@ -157,3 +157,31 @@ def test_performance_decay_is_not_held_by_the_shift_memory() -> None:
     d = decide(figures(drifted=["amount"], pr_auc=0.35), policy, d.state, window=week(start, 1),
                champion_data_end=start - dt.timedelta(days=20), label_maturity_days=21)  # fmt: skip
     assert d.retrain and d.triggers[0] == "performance"
+
+
+def test_a_missing_figure_comes_with_its_reason_never_a_bare_null() -> None:
+    """Before, the monitor summary page printed `null` under prediction drift and performance, no reason."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.monitor import SCORE, compute_figures, summary_html
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"amount": rng.gamma(2.0, 30.0, 2000), "label": rng.integers(0, 2, 2000)})
+    cfg = MonitorConfig()
+    unscored = compute_figures(reference=frame, current=frame, columns={"amount": "numerical"}, cfg=cfg)
+    assert unscored["prediction"] is None and "loopline predict" in unscored["missing"]["prediction"]
+    assert unscored["performance"] is None and "performance window" in unscored["missing"]["performance"]
+
+    scored = frame.assign(**{SCORE: rng.random(2000), "label": 0.0})  # labels of one class only
+    one_class = compute_figures(reference=scored, current=scored, columns={"amount": "numerical"}, cfg=cfg,
+                                matured=scored)  # fmt: skip
+    assert one_class["prediction"] is not None and "prediction" not in one_class["missing"]
+    assert "both classes" in one_class["missing"]["performance"]
+
+    summary = {"decision": {"retrain": False, "reasons": []}, "figures": unscored, "champion": "v1",
+               "window": {"label": "2025-02-01", "start": "2025-02-01", "end": "2025-02-07"},
+               "reference": {"kind": "training", "start": "2025-01-01", "end": "2025-01-31"},
+               "excluded": {}, "cpu_seconds": 0.1}  # fmt: skip
+    page = summary_html(summary, frame, frame)
+    assert "<pre>null</pre>" not in page and page.count("Not computed:") == 2
