@@ -723,7 +723,12 @@ def evidently_html(
         numerical_columns=num + ([SCORE] if has_score else []), categorical_columns=cat
     )
     metrics: list[Any] = [
-        DataDriftPreset(columns=list(columns), per_column_method=per_m, per_column_threshold=per_t)
+        DataDriftPreset(
+            columns=list(columns),
+            per_column_method=per_m,
+            per_column_threshold=per_t,
+            drift_share=EVIDENTLY_DRIFT_SHARE,
+        )
     ]
     if has_score:
         st = float(dc.score_threshold or D.METHODS[dc.score_method].default_threshold)
@@ -756,6 +761,38 @@ def _png(fig: Any) -> str:
 
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+EVIDENTLY_DRIFT_SHARE = 0.5  # DataDriftPreset's default: "dataset drift" when half the columns drift
+
+
+def with_decision_banner(page: str, decision: Mapping[str, Any]) -> str:
+    """Evidently's report with Loopline's decision on top, and why Evidently's own headline may differ.
+
+    Evidently calls the *dataset* drifted when at least half of the columns drift; Loopline's decision weighs
+    each drifted column by its importance to the model and also reads prediction drift and matured-label
+    performance. Without the banner the page said "Dataset Drift is NOT detected" beside a retrain.
+    """
+    retrain, drift = bool(decision.get("retrain")), bool(decision.get("drift"))
+    verdict = (
+        "RETRAIN" if retrain else ("drift, keep the champion" if drift else "no drift: keep the champion")
+    )
+    reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in decision.get("reasons") or [])
+    color = "#c0392b" if retrain else ("#e0a100" if drift else "#2e9e5b")
+    banner = (
+        f'<div id="loopline-decision" style="font:15px sans-serif;margin:12px;padding:10px 16px;'
+        f'border-left:6px solid {color};background:#f6f7f9"><b>Loopline decision: {verdict}</b>'
+        f"<ul>{reasons}</ul><small>This decision is the one that acts (reports/monitor/latest/decision.json). "
+        f"Evidently's headline below calls the dataset drifted only when at least "
+        f"{EVIDENTLY_DRIFT_SHARE:.0%} of the columns drift; Loopline weighs each drifted column by its importance "
+        f"to the model and also reads prediction drift and performance on matured labels "
+        f"(params: monitor.policy).</small></div>"
+    )
+    at = page.find("<body")
+    if at < 0:
+        return banner + page
+    end = page.index(">", at) + 1
+    return page[:end] + banner + page[end:]
 
 
 def _figure_or_why(figure: Mapping[str, Any] | None, why: str | None) -> str:
@@ -988,6 +1025,8 @@ def run_monitor(
         "cpu_seconds": summary["cpu_seconds"],
     }
     page = summary_html(summary, report_reference, current)
+    if report_html is not None:  # Evidently's own headline judges differently: the page leads with ours
+        report_html = with_decision_banner(report_html, decision)
     for folder in (run_dir, storage.join(out, "latest")):
         storage.write_json(storage.join(folder, "summary.json"), summary)
         storage.write_json(storage.join(folder, "decision.json"), decision)

@@ -185,3 +185,17 @@ def test_a_missing_figure_comes_with_its_reason_never_a_bare_null() -> None:
                "excluded": {}, "cpu_seconds": 0.1}  # fmt: skip
     page = summary_html(summary, frame, frame)
     assert "<pre>null</pre>" not in page and page.count("Not computed:") == 2
+
+
+def test_the_evidently_page_leads_with_the_decision_that_acts() -> None:
+    """Before, Evidently's "Dataset Drift is NOT detected" stood alone beside Loopline's retrain."""
+    from pipelines.monitor import with_decision_banner
+
+    evidently = "<html><head></head><body class='x'><h1>Dataset Drift is NOT detected</h1></body></html>"
+    page = with_decision_banner(
+        evidently, {"drift": True, "retrain": True, "reasons": ["amount drifted (importance 0.16)"]}
+    )
+    assert page.index("Loopline decision: RETRAIN") < page.index("Dataset Drift is NOT detected")
+    assert "amount drifted (importance 0.16)" in page and "50%" in page
+    calm = with_decision_banner(evidently, {"drift": False, "retrain": False, "reasons": []})
+    assert "Loopline decision: no drift: keep the champion" in calm
