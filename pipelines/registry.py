@@ -55,6 +55,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "TamperedArtifactError",
+    "describe_version",
     "gate_decision",
     "model_card",
     "set_card_section",
@@ -70,6 +71,39 @@ EVIDENCE = ("metrics.json", "evaluation.json", "report.html")
 CARD_SECTIONS = ("quantization",)
 _GEN_RE = re.compile(r"^gen-(\d{8})\.json$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _span(w: Mapping[str, Any] | None) -> str:
+    if not w:
+        return "-"
+    return f"{str(w.get('start', '?'))[:10]}..{str(w.get('end', '?'))[:10]}"
+
+
+def describe_version(
+    lineage: Mapping[str, Any], gate: Mapping[str, Any] | None, aliases: Mapping[str, str | None]
+) -> str:
+    """A version as a person reads it: what it is, the data it saw, the gate's checks (``--json``: the record)."""
+    v = str(lineage.get("version"))
+    named = sorted(a for a, target in aliases.items() if target == v)
+    git = lineage.get("git") or {}
+    dw = lineage.get("data_window") or {}
+    lines = [
+        f"version   {v}" + (f"  ({', '.join(named)})" if named else ""),
+        f"created   {lineage.get('created_at', '-')}   git {str(git.get('commit') or '-')[:10]}"
+        + (" (dirty)" if git.get("dirty") else "")
+        + f"   parent {lineage.get('parent_version') or '-'}",
+        f"data      train {_span(dw.get('train'))}, valid {_span(dw.get('valid'))}, test {_span(dw.get('test'))}",
+    ]
+    if gate:
+        lines.append(f"gate      {gate.get('status')}: {'passed' if gate.get('passed') else 'failed'} "
+                     f"({gate.get('metric')}, primary {gate.get('primary')})")  # fmt: skip
+        for c in gate.get("checks") or []:
+            lines.append(f"  {'ok  ' if c.get('passed') else 'FAIL'} {c.get('name')}: {c.get('detail')}")
+    else:
+        lines.append("gate      no gate.json recorded")
+    arts = lineage.get("artifacts") or {}
+    lines.append(f"artifacts {len(arts)} file(s), sha256 recorded: {', '.join(sorted(arts))}")
+    return "\n".join(lines)
 
 
 class RegistryError(RuntimeError):

@@ -16,6 +16,7 @@ from pipelines.registry import (
     ALIASES,
     Registry,
     RegistryError,
+    describe_version,
     file_sha256,
     format_rows,
     git_info,
@@ -120,12 +121,24 @@ def registry_show(
         str | None, typer.Argument(help="version id or alias; default: the alias history")
     ] = None,
     registry: RegistryOpt = "models/registry",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the full record (lineage and gate.json) as JSON")
+    ] = False,
 ) -> None:
     """A version's lineage and gate decision (a version id or an alias name), or the alias history."""
 
     reg = Registry(registry)
     if version is None:
-        typer.echo(json.dumps({"aliases": reg.state().to_dict(), "history": reg.history()}, indent=2))
+        history = reg.history()
+        if as_json:
+            typer.echo(json.dumps({"aliases": reg.state().to_dict(), "history": history}, indent=2))
+            return
+        st = reg.state()
+        typer.echo(
+            f"aliases (generation {st.generation}): " + ", ".join(f"{a}={v}" for a, v in st.aliases.items())
+        )
+        for h in history[-10:]:
+            typer.echo("  " + "  ".join(f"{k}={v}" for k, v in h.items() if not isinstance(v, dict | list)))
         return
     if version in ALIASES:
         resolved = reg.alias(version)
@@ -134,7 +147,12 @@ def registry_show(
             raise typer.Exit(1)
         version = resolved
     lineage = _registry_call(reg.lineage, version)
-    typer.echo(json.dumps({"lineage": lineage, "gate": reg.read_json(version, "gate.json")}, indent=2))
+    gate = reg.read_json(version, "gate.json")
+    if as_json:
+        typer.echo(json.dumps({"lineage": lineage, "gate": gate}, indent=2))
+        return
+    typer.echo(describe_version(lineage, gate, reg.state().aliases))
+    typer.echo("(--json: the full record)")
 
 
 @registry_app.command("promote")

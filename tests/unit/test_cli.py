@@ -88,3 +88,23 @@ def test_area_modules_define_their_commands_at_module_level() -> None:
                 continue
             assert command.callback is not None and command.callback.__name__ in names
     assert isinstance(app, typer.Typer)
+
+
+def test_registry_show_reads_as_a_summary_with_the_failed_check_first_class() -> None:
+    """`loopline registry show` printed 94 lines of raw JSON; now a summary (`--json` keeps the record)."""
+    from pipelines.registry import describe_version
+
+    lineage = {"version": "v2", "created_at": "2026-12-07T16:30:09+00:00", "parent_version": "v1",
+               "git": {"commit": "f86eb0ce331a0e78", "dirty": True},
+               "data_window": {"train": {"start": "2025-01-01T00:00:05+00:00", "end": "2025-01-24T23:59:56+00:00"}},
+               "artifacts": {"xgboost.ubj": "ab", "spec.json": "cd"}}  # fmt: skip
+    gate = {"status": "rejected", "passed": False, "metric": "pr_auc", "primary": "xgboost",
+            "checks": [{"name": "beats_champion", "passed": False, "detail": "0.41 vs champion 0.46"},
+                       {"name": "behavioural", "passed": True, "detail": "all passed"}]}  # fmt: skip
+    text = describe_version(lineage, gate, {"champion": "v1", "challenger": "v2"})
+    lines = text.splitlines()
+    assert lines[0] == "version   v2  (challenger)"
+    assert "(dirty)" in lines[1] and "parent v1" in lines[1]
+    assert "train 2025-01-01..2025-01-24, valid -, test -" in text
+    assert "  FAIL beats_champion: 0.41 vs champion 0.46" in lines and "gate      rejected: failed" in text
+    assert len(lines) < 15
