@@ -159,13 +159,21 @@ def load_model(registry: str, *, version: str | None, model: str, scorer: str = 
         vdir = reg.version_dir(version)
         report_loc = storage.join(vdir, "quantize.json")
         loc = storage.join(vdir, "tflite", f"{variant}.tflite")
-        if not storage.exists(report_loc) or not storage.exists(loc):
+        report = storage.read_json(report_loc) if storage.exists(report_loc) else None
+        published = sorted((report or {}).get("published") or [])
+        if variant not in published or not storage.exists(loc):
+            if published:
+                choices = ", ".join(f"tflite:{v}" for v in published)
+                raise PredictError(
+                    f"--model {model!r}: version {version} has no published {variant!r} TFLite model; choose one "
+                    f"of {choices} (a variant failing the parity gate is not published)"
+                )
             raise PredictError(
-                f"{loc}: version {version} has no published {variant} TFLite model; run `loopline quantize "
+                f"{loc}: version {version} has no published TFLite model; run `loopline quantize "
                 f"--registry {registry} --version {version}` (a variant failing the parity gate is not published)"
             )
         data = storage.read_bytes(loc)
-        expected = storage.read_json(report_loc)["variants"][variant]["sha256"]
+        expected = report["variants"][variant]["sha256"]  # type: ignore[index]
         if sha256_bytes(data) != expected:
             raise PredictError(f"{loc}: sha256 does not match {report_loc}; re-run `loopline quantize`")
         edge = EdgeModel(data)

@@ -186,7 +186,7 @@ def test_compiled_trees_and_xgboost_write_the_same_predictions(setup, params, tm
 def test_tflite_variant_from_the_registry(setup, params, tmp_path):
     from pipelines.quantize import run_quantize
 
-    with pytest.raises(PredictError, match="no published int8"):
+    with pytest.raises(PredictError, match="no published TFLite model; run `loopline quantize"):
         run_predict(lake=str(setup["lake"]), registry=str(setup["registry"]), out=str(tmp_path / "p"),
                     date="2025-01-20", model="tflite:int8", cfg=params.predict, params=params, progress=False)  # fmt: skip
     loose = params.quantize.gate.model_copy(update={"max_abs_diff": 1.0, "min_agreement": 0.0,
@@ -195,6 +195,9 @@ def test_tflite_variant_from_the_registry(setup, params, tmp_path):
     run_quantize(features=str(setup["features"]), model=str(setup["model"]), out=str(tmp_path / "tfl"),
                  reports=str(tmp_path / "rq"), cfg=cfg, evaluate_cfg=params.evaluate, seed=0,
                  registry=str(setup["registry"]), version="champion")  # fmt: skip
+    with pytest.raises(PredictError, match=r"no published 'int4' TFLite model; choose one of tflite:int8 "):
+        run_predict(lake=str(setup["lake"]), registry=str(setup["registry"]), out=str(tmp_path / "p"),
+                    date="2025-01-20", model="tflite:int4", cfg=params.predict, params=params, progress=False)  # fmt: skip
     s = run_predict(lake=str(setup["lake"]), registry=str(setup["registry"]), out=str(tmp_path / "p"),
                     date="2025-01-20", model="tflite:int8", cfg=params.predict, params=params, progress=False)  # fmt: skip
     pred = pd.read_parquet(
