@@ -116,3 +116,42 @@ def test_dag_file_does_not_import_the_ml_stack(path):
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "plugins")},
     )  # fmt: skip
     assert res.stdout.strip().splitlines()[-1:] in ([], [""]), f"{path.name} imports {res.stdout.strip()}"
+
+
+def _readme_dag_table() -> dict[str, tuple[str, list[str]]]:
+    """README's DAG table: dag_id -> (schedule cell, tasks) from `a → b → c[: what it does]`."""
+    import re
+
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"^\| `(loopline_\w+)` \| (.+?) \| (.+?) \|$", line)
+        if m:
+            chain = re.sub(r"\([^)]*\)", "", m.group(3).split(":", 1)[0])
+            rows[m.group(1)] = (m.group(2), [t.strip() for t in chain.split("→")])
+    return rows
+
+
+def _schedule_words(timetable) -> list[str]:  # type: ignore[no-untyped-def]
+    """What the README must say of a DAG's schedule, from the timetable itself."""
+    days = {"1": "Mondays", "*": ""}
+    words, cron = [], getattr(getattr(timetable, "timetable", timetable), "expression", None)
+    if cron:
+        minute, hour, _, _, dow = cron.split()
+        words.append(f"{days[dow]} {int(hour):02d}:{int(minute):02d} UTC".strip())
+    assets = getattr(timetable, "asset_condition", None) or getattr(timetable, "assets", None)
+    if assets is not None and hasattr(assets, "name"):
+        words.append(f"`{assets.name}` asset")
+    if not cron and assets is None:
+        words.append("manual")
+    return words
+
+
+def test_the_readme_quotes_each_dags_tasks_and_schedule(dagbag):
+    """Before, the README listed quantize -> register (the DAG: register -> quantize) and four retrain tasks."""
+    table = _readme_dag_table()
+    assert set(table) == set(dagbag.dag_ids)
+    for dag_id, (schedule, tasks) in table.items():
+        dag = dagbag.dags[dag_id]
+        assert tasks == _chain(dag), f"README lists {tasks} for {dag_id}; the DAG runs {_chain(dag)}"
+        for words in _schedule_words(dag.timetable):
+            assert words in schedule, f"README's schedule of {dag_id} ({schedule!r}) does not say {words!r}"
