@@ -676,6 +676,57 @@ def history_table(
     return table.filter(pa.array(((frame_t >= start) & (frame_t <= end)).to_numpy()))
 
 
+def edge_input(
+    rows: pd.DataFrame,
+    *,
+    lake: str,
+    spec: Mapping[str, Any],
+    source: str = "rows",
+    history_days: int | None = None,
+) -> pd.DataFrame:
+    """New raw rows -> what the edge model reads: their columns plus the spec's per-entity aggregates.
+
+    The aggregates are computed as in training (strictly earlier events of the same entity, from the lake's
+    history and the rows themselves), so ``loopline edge-predict`` can score rows that are not in the lake yet.
+    ``source`` names the input in errors. ``history_days``: how far back the lake is read (None: all of it, so
+    that ``secs_since_prev`` finds an entity's previous event however old, as the feature stage did)."""
+    a = spec.get("aggregates") or {}
+    out = rows.copy()
+    if "event_id" not in out.columns:
+        out.insert(0, "event_id", [f"{source}:{i + 1}" for i in range(len(out))])
+    if not a.get("columns"):
+        return out
+    entity, value = spec["entity_key"], a.get("value_column")
+    need = ["event_time", entity, *([value] if value else [])]
+    missing = [c for c in need if c not in out.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; the aggregates need {need}")
+    times = pd.to_datetime(out["event_time"], utc=True, errors="coerce")
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().to_numpy())[0]) + 2  # 1-based, after the header
+        raise ValueError(f"{source}: row {row}: event_time {out['event_time'].iloc[row - 2]!r} is not a time")
+    events = out[["event_id", entity, *([value] if value else [])]].assign(event_time=times)
+    if value:
+        events[value] = pd.to_numeric(events[value], errors="coerce")
+    window = pd.Timedelta(seconds=max(parse_window(w) for w in a["windows"]))
+    dates = lake_dates(lake)
+    if history_days is None and dates:
+        first = pd.Timestamp(dates[0], tz="UTC")
+    else:
+        first = times.min() - pd.Timedelta(days=history_days or 0)
+    start = min(first, times.min() - window).to_pydatetime()
+    history = load_history(lake, start=start, end=times.max().to_pydatetime(), columns=list(events.columns))
+    both = pd.concat([history[list(events.columns)], events], ignore_index=True) if len(history) else events
+    table = entity_aggregates(
+        both.drop_duplicates("event_id", keep="first"),
+        entity_key=entity,
+        windows=a["windows"],
+        value_column=value,
+    ).set_index("event_id")
+    joined = table.reindex(out["event_id"].to_numpy())[list(a["columns"])]
+    return pd.concat([out.reset_index(drop=True), joined.reset_index(drop=True)], axis=1)
+
+
 def write_feature_splits(
     out: str,
     frames: Mapping[str, pd.DataFrame],

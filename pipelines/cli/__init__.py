@@ -56,6 +56,7 @@ COMMANDS: list[Entry] = [
         "Labels and features",
         "features",
         ("features", "Fit the feature spec on the train split, check for leakage, write feature matrices and the report."),
+        ("edge-input", "Build the edge model's input CSV for new raw rows: their columns plus the aggregates from the lake."),
     ),
     *_entries(
         "Training",

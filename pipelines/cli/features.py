@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
+from pipelines import featurespec as fs
+from pipelines import storage
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.features import run_features
+from pipelines.features import edge_input, run_features
 from pipelines.leakage import LeakageError
 
 app = typer.Typer()
@@ -44,3 +47,32 @@ def features(
         f"features: {report['n_features']} features from {report['n_inputs']} inputs, rows {report['rows']}; "
         f"leakage checks passed (max single-input AUC {s['max_single_auc']} on {s['max_single_auc_input']})"
     )
+
+
+@app.command("edge-input")
+def edge_input_cmd(
+    rows: Annotated[Path, typer.Option(help="CSV of new raw rows (the landing columns; event_id optional)")],
+    out: Annotated[
+        Path, typer.Option(help="the edge input CSV to write (for `loopline edge-predict --input`)")
+    ],
+    spec: Annotated[str, typer.Option(help="the model's feature spec")] = "data/features/spec.json",
+    lake: Annotated[
+        str, typer.Option(help="lake root: the entity history the aggregates need")
+    ] = "data/lake",
+) -> None:
+    """Build the edge model's input CSV for new raw rows: their columns plus the aggregates from the lake."""
+
+    try:
+        try:
+            frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ValueError(f"{rows}: {err}") from None
+        built = edge_input(
+            frame, lake=lake, spec=fs.loads_spec(storage.read_bytes(spec).decode()), source=str(rows)
+        )
+    except (OSError, ValueError, KeyError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built.to_csv(out, index=False)
+    typer.echo(f"{out}: {len(built):,} row(s), {built.shape[1]} column(s) (aggregates from {lake})")

@@ -148,3 +148,43 @@ def test_loopline_edge_predict_delegates_to_the_edge_cli(case, rows, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(out)) == len(frame)
+
+
+@pytest.mark.slow
+def test_edge_input_builds_the_aggregates_of_new_raw_rows_as_training_did(
+    tmp_path_factory, synthetic_lake, params, tmp_path
+):
+    """Nothing produced the edge input for new raw rows (a user had to rebuild it from the feature files).
+    `loopline edge-input` on a raw landing file gives the aggregates the feature stage computed for the same
+    events, and `loopline edge-predict` scores its output."""
+    import eval_support
+
+    case = edge_support.edge_case(tmp_path_factory, synthetic_lake, params)
+    test = pd.read_parquet(case["features"] / "test.parquet")
+    spec = json.loads((case["features"] / "spec.json").read_text())
+    day = str(pd.to_datetime(test["event_time"], utc=True).dt.date.iloc[0])
+    from pipelines.etl import read_partition
+
+    # the day's landing rows that the ETL accepted (its rejects never became events of the lake)
+    loaded = set(read_partition(str(synthetic_lake / "lake"), day).column("event_id").to_pylist())
+    landing = pd.read_csv(synthetic_lake / "landing" / f"{day}.csv", dtype=str, keep_default_na=False)
+    raw = tmp_path / f"{day}.csv"
+    landing[landing["event_id"].isin(loaded)].drop(columns=["label", "label_time"]).to_csv(raw, index=False)
+    loopline = str(Path(sys.executable).parent / "loopline")
+    out = tmp_path / "edge_input.csv"
+    r = subprocess.run([loopline, "edge-input", "--rows", str(raw), "--out", str(out), "--lake",
+                        str(synthetic_lake / "lake"), "--spec", str(case["features"] / "spec.json")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    built = pd.read_csv(out).set_index("event_id")
+    agg = spec["aggregates"]["columns"]
+    both = test.set_index("event_id").index.intersection(built.index)
+    assert len(both) > 100, (day, len(both), eval_support.TEST_DAYS)
+    np.testing.assert_allclose(built.loc[both, agg].to_numpy(float), test.set_index("event_id").loc[both, agg].to_numpy(float),
+                               rtol=1e-9, atol=1e-9, equal_nan=True)  # fmt: skip
+    scores = tmp_path / "scores.csv"
+    r = subprocess.run([loopline, "edge-predict", "--model", str(case["tflite"] / "float32.tflite"), "--spec",
+                        str(case["features"] / "spec.json"), "--input", str(out), "--output", str(scores)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(scores)) == len(built)
