@@ -16,8 +16,11 @@ help: ## list the targets
 $(STAMP): requirements/pipeline.lock requirements/dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.8"
-	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements/pipeline.lock requirements/dev.lock
-	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@echo "installing the pipeline environment (.venv) from the lock files; log: $(VENV)/install.log"
+	@$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements/pipeline.lock requirements/dev.lock \
+		> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@$(BIN)/uv pip install --python $(BIN)/python --no-deps -e . >> $(VENV)/install.log 2>&1 \
+		|| { tail -40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 # dvc plots show's page with the Vega libraries inlined (.dvc/config names it): plots draw offline
@@ -33,7 +36,9 @@ AIRFLOW_BIN := $(CURDIR)/$(AIRFLOW_VENV)/bin
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 $(AIRFLOW_STAMP): requirements/airflow.lock | $(STAMP)
 	@test -x $(AIRFLOW_BIN)/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(BIN)/uv pip sync --python $(AIRFLOW_BIN)/python requirements/airflow.lock
+	@echo "installing the Airflow environment ($(AIRFLOW_VENV)) from its lock file; log: $(AIRFLOW_VENV)/install.log"
+	@$(BIN)/uv pip sync --python $(AIRFLOW_BIN)/python requirements/airflow.lock > $(AIRFLOW_VENV)/install.log 2>&1 \
+		|| { tail -40 $(AIRFLOW_VENV)/install.log; exit 1; }
 	@touch $(AIRFLOW_STAMP)
 
 airflow-venv: $(AIRFLOW_STAMP) ## create the Airflow environment (.venv-airflow)

@@ -538,7 +538,8 @@ def run_etl(
             },
         )
         reports.append(rep)
-        log.info(
+        log.log(  # a line per file only when rows were quarantined; the run's summary counts the rest
+            logging.INFO if rep.rows_quarantined or rep.status != "processed" else logging.DEBUG,
             "%s: read %d, loaded %d, quarantined %d %s",
             rep.name,
             rep.rows_read,

@@ -25,6 +25,8 @@ folder) and ``quantize.json`` records why; with ``--registry`` the published fil
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import time
@@ -142,7 +144,9 @@ def convert_variants(
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
         started = time.perf_counter()
-        out[variant] = bytes(conv.convert())
+        with contextlib.redirect_stdout(io.StringIO()) as dump:  # the converter prints the whole signature
+            out[variant] = bytes(conv.convert())
+        log.debug("TFLite converter (%s): %s", variant, dump.getvalue())
         log.info("quantize: %s %d bytes (%.1f s)", variant, len(out[variant]), time.perf_counter() - started)
     return out
 
