@@ -335,6 +335,24 @@ def format_failure(date: str, failure: Failure) -> str:
     return f"partition date={date}: {failure.expectation}({failure.args}) observed {failure.observed}"
 
 
+def grouped_warnings(results: list[PartitionResult]) -> list[str]:
+    """One line per distinct warning (expectation and arguments), with the partitions it hit and the first
+    partition's observation: the same warning on 20 days is one line, not 20 (Data Docs hold each)."""
+    groups: dict[tuple[str, str], list[tuple[str, Failure]]] = {}
+    for pr in results:
+        for f in pr.warnings:
+            groups.setdefault((f.expectation, str(f.args)), []).append((pr.date, f))
+    lines = []
+    for hits in groups.values():
+        dates = sorted(d for d, _ in hits)
+        first = format_failure(*hits[0])
+        if len(hits) == 1:
+            lines.append(first)
+        else:
+            lines.append(f"{len(hits)} partitions ({dates[0]} .. {dates[-1]}); e.g. {first}")
+    return lines
+
+
 def failure_lines(results: list[PartitionResult], fail_on: str) -> list[str]:
     """The lines of the stage's error message: failures at or above ``fail_on`` (none for ``never``)."""
     if fail_on == "never":
@@ -554,9 +572,8 @@ def run_validation(
         # run whose output is missing (an Airflow re-run of a loaded day, in a workspace seeded with state/)
         storage.write_bytes(str(overview), render_overview(record).encode())
 
-    for pr in results:
-        for f in pr.warnings:
-            log.warning("validation warning: %s", format_failure(pr.date, f))
+    for line in grouped_warnings(results):
+        log.warning("validation warning: %s", line)
     lines = failure_lines(results, cfg.fail_on)
     on_record = record["partitions"].values()
     summary = {

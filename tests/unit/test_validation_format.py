@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pipelines.validate import Failure, PartitionResult, _args, _fmt, failure_lines, format_failure
+from pipelines.validate import (
+    Failure,
+    PartitionResult,
+    _args,
+    _fmt,
+    failure_lines,
+    format_failure,
+    grouped_warnings,
+)
 
 
 def test_message_format():
@@ -34,4 +42,25 @@ def test_values_are_shown_short_and_exact():
     )
     assert _args({"column_A": "label_time", "column_B": "event_time", "or_equal": True}) == (
         "label_time, event_time, or_equal=True"
+    )
+
+
+def test_the_same_warning_on_many_partitions_is_one_line() -> None:
+    """make run printed one warning line per partition (20 identical ones on the default data)."""
+
+    def warn(args: str, observed: str) -> Failure:
+        return Failure("expect_column_values_to_be_in_set", args, "warning", observed)
+
+    results = [
+        PartitionResult(f"2025-02-{d:02d}", 5000, 70, [warn("merchant_category", f"{d} unexpected values")])
+        for d in range(10, 30)
+    ]
+    results.append(PartitionResult("2025-03-01", 5000, 70, [warn("channel", "1 unexpected value")]))
+    lines = grouped_warnings(results)
+    assert len(lines) == 2
+    assert lines[0].startswith("20 partitions (2025-02-10 .. 2025-02-29); e.g. partition date=2025-02-10: ")
+    assert "merchant_category" in lines[0] and "10 unexpected values" in lines[0]
+    assert (
+        lines[1]
+        == "partition date=2025-03-01: expect_column_values_to_be_in_set(channel) observed 1 unexpected value"
     )
