@@ -22,8 +22,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("great_expectations", "urllib3", "botocore", "matplotlib", "h5py", "absl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("great_expectations", "urllib3", "botocore", "matplotlib", "h5py", "absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def params_or_exit(path: Path) -> Params:
