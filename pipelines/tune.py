@@ -62,6 +62,15 @@ MAXIMIZE = {"aucpr": True, "auc": True, "logloss": False}
 # --------------------------------------------------------------------------- pure helpers
 
 
+def _has_best(study: Any) -> bool:
+    """Whether the study has a finished trial yet (``best_value`` raises before the first)."""
+    try:
+        study.best_value  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
 def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
     """Sample one point of the search space (``tune.space``: name -> SearchDimension)."""
     out: dict[str, Any] = {}
@@ -519,8 +528,9 @@ def run_worker(
     bar = tqdm(total=n_trials, desc=f"tune worker {worker}", unit="trial")
 
     def _log(study: Any, trial: Any) -> None:
-        bar.update(1)
-        log.info("worker %d: trial %d %s value %s", worker, trial.number, trial.state.name, trial.value)
+        bar.update(1)  # the bar shows progress; each trial's line only with -v (the summary names the best)
+        bar.set_postfix_str(f"best {study.best_value:.4f}" if _has_best(study) else "", refresh=False)
+        log.debug("worker %d: trial %d %s value %s", worker, trial.number, trial.state.name, trial.value)
 
     try:
         study.optimize(objective, n_trials=n_trials, timeout=tune.timeout_s, callbacks=[_log], catch=())
