@@ -36,7 +36,7 @@ import pandas as pd
 
 from pipelines import featurespec as fs
 from pipelines import leakage, storage
-from pipelines.config import ColumnSpec, FeaturesConfig, Params, SchemaConfig
+from pipelines.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
 from pipelines.drift import psi as drift_psi
 from pipelines.etl import lake_dates, read_partition
 from pipelines.spec_frame import epoch_us, frame_to_columns, transform_columns
@@ -488,9 +488,13 @@ class FeatureBuild:
 
 
 def _attach_aggregates(
-    splits: Mapping[str, pd.DataFrame], history: pd.DataFrame | None, *, entity_key: str, cfg: FeaturesConfig
+    splits: Mapping[str, pd.DataFrame],
+    history: pd.DataFrame | None,
+    *,
+    entity_key: str,
+    agg: FeatureAggregatesConfig,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, bool]]:
-    agg = cfg.aggregates
+    """Each frame with its rows' per-entity aggregates over ``history`` plus the frames' own events."""
     if not agg.enabled:
         return dict(splits), {}
     value = agg.value_column
@@ -521,7 +525,7 @@ def build_features(
     """Aggregates, fit on train, leakage checks (raise LeakageError listing every problem), transform."""
     if "train" not in splits or len(splits["train"]) == 0:
         raise ValueError(f"build_features: a non-empty 'train' split is required (got {sorted(splits)})")
-    frames, agg_cols = _attach_aggregates(splits, history, entity_key=schema.entity_key, cfg=cfg)
+    frames, agg_cols = _attach_aggregates(splits, history, entity_key=schema.entity_key, agg=cfg.aggregates)
     train = frames["train"]
     spec = fit_spec(train, cfg=cfg, schema=schema, aggregates=agg_cols,
                     aggregate_windows=cfg.aggregates.windows if agg_cols else (),
@@ -716,14 +720,9 @@ def edge_input(
         first = times.min() - pd.Timedelta(days=history_days or 0)
     start = min(first, times.min() - window).to_pydatetime()
     history = load_history(lake, start=start, end=times.max().to_pydatetime(), columns=list(events.columns))
-    both = pd.concat([history[list(events.columns)], events], ignore_index=True) if len(history) else events
-    table = entity_aggregates(
-        both.drop_duplicates("event_id", keep="first"),
-        entity_key=entity,
-        windows=a["windows"],
-        value_column=value,
-    ).set_index("event_id")
-    joined = table.reindex(out["event_id"].to_numpy())[list(a["columns"])]
+    agg = FeatureAggregatesConfig(enabled=True, windows=list(a["windows"]), value_column=value)
+    frames, _ = _attach_aggregates({"rows": events}, history, entity_key=entity, agg=agg)
+    joined = frames["rows"][list(a["columns"])]
     return pd.concat([out.reset_index(drop=True), joined.reset_index(drop=True)], axis=1)
 
 

@@ -173,7 +173,8 @@ def load_model(registry: str, *, version: str | None, model: str, scorer: str = 
                 f"--registry {registry} --version {version}` (a variant failing the parity gate is not published)"
             )
         data = storage.read_bytes(loc)
-        expected = report["variants"][variant]["sha256"]  # type: ignore[index]
+        assert report is not None  # a published variant implies the report that lists it
+        expected = report["variants"][variant]["sha256"]
         if sha256_bytes(data) != expected:
             raise PredictError(f"{loc}: sha256 does not match {report_loc}; re-run `loopline quantize`")
         edge = EdgeModel(data)

@@ -673,7 +673,7 @@ def _stateful_features(
         replayed = len(rep)
         splits["train"] = pd.concat([rep, splits["train"]], ignore_index=True)
     frames, _ = _attach_aggregates(
-        splits, events, entity_key=schema.entity_key, cfg=_agg_cfg(params, kept_spec)
+        splits, events, entity_key=schema.entity_key, agg=_agg_cfg(params, kept_spec).aggregates
     )
     matrices = {k: transform_columns(kept_spec, f) for k, f in frames.items()}
     write_feature_splits(features_out, frames, matrices, spec=kept_spec, schema=schema)
