@@ -378,7 +378,9 @@ class KerasTrainConfig(_Model):
 class ImbalanceTrainConfig(_Model):
     """Class imbalance, applied to the train split only (valid and test keep the natural distribution)."""
 
-    class_weight: Literal["balanced", "none"] = "balanced"  # Keras: weights by inverse class frequency
+    # Keras: "balanced" weights by inverse class frequency, which inflates its scores far from probabilities
+    # (the behavioural tests' epsilons and quantize's thresholds are probabilities); "none" keeps them calibrated
+    class_weight: Literal["balanced", "none"] = "none"
     scale_pos_weight: Literal["auto"] | float = 1.0  # XGBoost: auto = negative/positive train weight
     resample: Literal["none", "over", "under", "smote"] = "none"  # pipelines/imbalance.py, train split only
     resample_ratio: float = Field(default=0.1, gt=0, le=1)  # minority/majority ratio after resampling
@@ -677,6 +679,8 @@ class QuantizeConfig(_Model):
     min_slice_size: int | None = Field(default=None, ge=1)  # null: evaluate.min_slice_size
     batch_size: int = Field(default=1024, ge=1, le=1_000_000)  # interpreter batch (rows per invoke)
     gate: QuantizeGateConfig = QuantizeGateConfig()
+    # the edge model ships only if the Keras model passed evaluate's behavioural tests (evaluation.json)
+    require_behavioural: bool = True
 
 
 class PredictConfig(_Model):

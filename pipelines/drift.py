@@ -44,6 +44,7 @@ __all__ = [
     "bounded_indices",
     "chi_square",
     "column_drift",
+    "decision_verdict",
     "drift_table",
     "jensen_shannon",
     "ks_test",
@@ -373,3 +374,10 @@ def columns_of(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, ColumnKin
         )
         for n in names
     }
+
+
+def decision_verdict(decision: Mapping[str, Any]) -> str:
+    """The one wording of a monitor decision (decision.json), used by every page that shows it."""
+    if decision.get("retrain"):
+        return "retrain"
+    return "drift, keep the champion" if decision.get("drift") else "no drift, keep the champion"

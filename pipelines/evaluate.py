@@ -471,6 +471,8 @@ def evaluate_frames(
                 "primary_roc_auc": table[cfg.primary]["roc_auc"],
                 "slices_flagged": n_flagged,
                 "behavioural_passed": bool(behavioural.get(cfg.primary, {}).get("passed", False)),
+                # every tested model that failed (the Keras edge model too: quantize then publishes nothing)
+                "behavioural_failed": sorted(m for m, r in behavioural.items() if not r["passed"]),
             },
         }
     )
@@ -668,7 +670,8 @@ def report_html(evaluation: Mapping[str, Any]) -> str:
         else "none"
     )
     s, w, t = evaluation["summary"], evaluation["data_window"], evaluation["test"]
-    verdict = "all passed" if s["behavioural_passed"] else "FAILED"
+    failed_models = s.get("behavioural_failed") or ([] if s["behavioural_passed"] else [primary])
+    verdict = "all passed" if not failed_models else "FAILED: " + ", ".join(map(esc, failed_models))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Loopline evaluation report</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1150px}}

@@ -774,9 +774,7 @@ def with_decision_banner(page: str, decision: Mapping[str, Any]) -> str:
     performance. Without the banner the page said "Dataset Drift is NOT detected" beside a retrain.
     """
     retrain, drift = bool(decision.get("retrain")), bool(decision.get("drift"))
-    verdict = (
-        "RETRAIN" if retrain else ("drift, keep the champion" if drift else "no drift: keep the champion")
-    )
+    verdict = D.decision_verdict(decision)
     reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in decision.get("reasons") or [])
     color = "#c0392b" if retrain else ("#e0a100" if drift else "#2e9e5b")
     banner = (
@@ -844,7 +842,7 @@ def summary_html(summary: Mapping[str, Any], reference: pd.DataFrame, current: p
     perf = fig_.get("performance")
     pred = fig_.get("prediction")
     missing = fig_.get("missing") or {}
-    verdict = "RETRAIN" if dec["retrain"] else "keep champion"
+    verdict = D.decision_verdict(dec)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Loopline monitor {summary["window"]["label"]}</title>
 <style>body{{font:14px sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px}}tr.d td{{background:#fadbd8}}.v{{font-size:1.4em;font-weight:bold}}</style>

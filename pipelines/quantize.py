@@ -21,6 +21,12 @@ columns): ROC-AUC drop where the slice is big enough, mean |difference| and agre
 params ``quantize.gate``. A variant that fails is not published (its file is not written to the output
 folder) and ``quantize.json`` records why; with ``--registry`` the published files, quantize.json and a
 ``quantization`` section of the model card go to the registered version.
+
+**The edge model is judged too.** The registry's gate judges the primary (server) model; the variants are
+the Keras model, so with ``quantize.require_behavioural`` (the default) none is published unless the Keras
+model passed the behavioural tests of the evaluation (read from the registered version's
+``evaluation.json``, or ``--evaluation``). A failure is a blocking reason of every variant, in
+``quantize.json``, the model card and the run report.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ __all__ = [
     "attach_to_registry",
     "card_section",
     "convert_variants",
+    "edge_behaviour",
     "edge_scores",
     "logit_model",
     "operating_threshold",
@@ -262,6 +269,24 @@ def parity_report(
 # --------------------------------------------------------------------------- model card (pure)
 
 
+def edge_behaviour(
+    evaluation: Mapping[str, Any] | None, *, required: bool, model: str = "keras"
+) -> dict[str, Any]:
+    """The edge model's behavioural verdict from the evaluation: ``passed`` False blocks every variant."""
+
+    base = {"model": model, "required": required}
+    if not required:
+        return {**base, "passed": True, "failed": [], "detail": "not required (quantize.require_behavioural)"}
+    results = (evaluation or {}).get("behavioural", {}).get(model)
+    if results is None:
+        return {**base, "passed": False, "failed": [],
+                "detail": f"no behavioural test results for {model}; add it to evaluate.behavioural.models "
+                "in params.yaml (or set quantize.require_behavioural: false)"}  # fmt: skip
+    failed = [t for t in results["tests"] if not t["passed"]]
+    detail = "all passed" if not failed else "; ".join(f"{t['name']}: {t['detail']}" for t in failed)
+    return {**base, "passed": not failed, "failed": [t["name"] for t in failed], "detail": detail}
+
+
 def card_section(report: Mapping[str, Any]) -> str:
     """The model card's ``quantization`` section: one row per variant, reasons for any not published."""
 
@@ -282,7 +307,18 @@ def card_section(report: Mapping[str, Any]) -> str:
             f"| {name} | {v['bytes']} | {f(w['roc_auc_drop'])} | {f(w['pr_auc_drop'])} | {f(w['mean_abs_diff'], 5)} "
             f"| {f(w['max_abs_diff'], 5)} | {f(w['agreement'])} | {'yes' if v['published'] else 'NO'} |"
         )
-    failed = {n: v["parity"]["reasons"] for n, v in report["variants"].items() if not v["published"]}
+    edge = report.get("edge_behaviour")
+    if edge is not None:
+        verdict = "passed" if edge["passed"] else "FAILED, no variant is published"
+        lines[1:1] = [
+            "",
+            f"Behavioural tests of the edge model ({edge['model']}): {verdict} ({edge['detail']}).",
+        ]
+    failed = {
+        n: v.get("reasons", v["parity"]["reasons"])
+        for n, v in report["variants"].items()
+        if not v["published"]
+    }
     if failed:
         lines += ["", "Not published:"]
         for name, reasons in failed.items():
@@ -305,6 +341,17 @@ def _load_keras(model_dir: str) -> Any:
     return scorers["keras"], spec
 
 
+def _resolve(reg: Registry, registry: str, version: str) -> str:
+    if version in ALIASES:
+        resolved = reg.alias(version)
+        if resolved is None:
+            raise RegistryError(
+                f"registry {registry} has no {version}; register a model first (loopline register)"
+            )
+        return resolved
+    return version
+
+
 def attach_to_registry(
     registry: str,
     version: str,
@@ -318,13 +365,7 @@ def attach_to_registry(
     quantization section. ``version``: an id or an alias. Returns the resolved version id."""
 
     reg = Registry(registry)
-    if version in ALIASES:
-        resolved = reg.alias(version)
-        if resolved is None:
-            raise RegistryError(
-                f"registry {registry} has no {version}; register a model first (loopline register)"
-            )
-        version = resolved
+    version = _resolve(reg, registry, version)
     lineage = reg.lineage(version)
     keras_sha = sha256_bytes(storage.read_bytes(storage.join(model_dir, models.KERAS_FILE)))
     if lineage["artifacts"].get(models.KERAS_FILE) != keras_sha:
@@ -353,10 +394,25 @@ def run_quantize(
     seed: int,
     registry: str | None = None,
     version: str | None = None,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Convert, gate, publish the variants that pass; write quantize.json (and the registry's card)."""
+    """Convert, gate, publish the variants that pass; write quantize.json (and the registry's card).
+    ``evaluation``: the candidate's evaluation.json (default: the registered version's)."""
 
     started = time.perf_counter()
+    if evaluation is None and registry is not None and version is not None:
+        reg = Registry(registry)
+        evaluation = reg.read_json(_resolve(reg, registry, version), "evaluation.json")
+    if evaluation is None and cfg.require_behavioural:
+        raise ValueError(
+            "quantize.require_behavioural needs the candidate's evaluation: pass --registry with --version "
+            "(or --register-report), or --evaluation reports/evaluation/evaluation.json "
+            "(or set quantize.require_behavioural: false in params.yaml)"
+        )
+    edge = edge_behaviour(evaluation, required=cfg.require_behavioural)
+    if not edge["passed"]:
+        log.warning("quantize: the Keras edge model failed its behavioural tests (%s): no variant is published",
+                    edge["detail"])  # fmt: skip
     keras_scorer, spec = _load_keras(model)
     names = list(spec["feature_names"])
     train = models.read_split(features, "train")
@@ -389,23 +445,26 @@ def run_quantize(
         parity = parity_report(y, ref, scores, slices=slice_values, threshold=thr, gate=cfg.gate,
                                min_slice_size=sl.min_size, min_slice_positives=sl.min_positives)  # fmt: skip
 
+        blocked = [] if edge["passed"] else [f"edge model behavioural tests: {edge['detail']}"]
         variants[name] = {
             "file": f"{name}.tflite",
             "bytes": len(blob),
             "size_vs_float32": len(blob) / len(blobs["float32"]) if "float32" in blobs else None,
             "sha256": sha256_bytes(blob),
-            "published": parity["passed"],
+            "published": parity["passed"] and edge["passed"],
+            "reasons": parity["reasons"] + blocked,
             "parity": parity,
             "score_seconds": round(time.perf_counter() - t0, 3),
         }
-        if parity["passed"]:
+        if variants[name]["published"]:
             published[name] = blob
             storage.write_bytes(storage.join(out, f"{name}.tflite"), blob)
         else:
             stale = storage.join(out, f"{name}.tflite")
             if storage.exists(stale):  # an older run published it: it no longer passes
                 storage.delete(stale)
-            log.warning("quantize: %s NOT published: %s", name, "; ".join(parity["reasons"]))
+            if parity["reasons"]:
+                log.warning("quantize: %s NOT published: %s", name, "; ".join(parity["reasons"]))
     spec_bytes = dumps_spec(spec).encode("utf-8")
     storage.write_bytes(storage.join(out, "spec.json"), spec_bytes)
     report = json_safe(
@@ -431,6 +490,7 @@ def run_quantize(
             "published": sorted(published),
             "unpublished": sorted(set(blobs) - set(published)),
             "variants": variants,
+            "edge_behaviour": edge,
             "gate": cfg.gate.model_dump(mode="json"),
             "wall_seconds": round(time.perf_counter() - started, 3),
         }

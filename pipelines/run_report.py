@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import storage
+from pipelines.drift import decision_verdict
 
 __all__ = ["collect", "markdown_to_html", "render_index", "write_run_report"]
 
@@ -241,6 +242,7 @@ def collect(*, reports: Path, registry: str | Path | None, benchmarks: Path | No
             "scorers": sorted(scorers, key=lambda s: -(s["pr_auc"] or 0)),
             "slices_flagged": metrics.get("slices_flagged"),
             "behavioural_passed": metrics.get("behavioural_passed"),
+            "behavioural_failed": metrics.get("behavioural_failed"),
         }
     card_md = None
     if reg:
@@ -258,9 +260,7 @@ def collect(*, reports: Path, registry: str | Path | None, benchmarks: Path | No
     if decision:
         retrain = decision.get("retrain")
         head["drift"] = {
-            "decision": "retrain"
-            if retrain
-            else ("drift, no retrain" if decision.get("drift") else "no drift"),
+            "decision": decision_verdict(decision),
             "retrain": bool(retrain),
             "reasons": decision.get("reasons", []),
         }
@@ -299,7 +299,8 @@ def headline_metrics(head: dict[str, Any]) -> dict[str, Any]:
         base = ev.get("best_baseline") or {}
         out["evaluation"] = {"pr_auc": ev.get("pr_auc"), "roc_auc": ev.get("roc_auc"),
                              "best_baseline_pr_auc": base.get("pr_auc"), "slices_flagged": ev.get("slices_flagged"),
-                             "behavioural_passed": ev.get("behavioural_passed")}  # fmt: skip
+                             "behavioural_passed": ev.get("behavioural_passed"),
+                             "behavioural_failed": ev.get("behavioural_failed")}  # fmt: skip
     if "gate" in head:
         out["gate"] = {"status": head["gate"].get("status"), "passed": head["gate"].get("passed")}
     if "drift" in head:
@@ -419,7 +420,7 @@ def _kpis(h: dict[str, Any]) -> str:
     d = h.get("drift")
     if d:
         dec = d["decision"]
-        cls = "warn" if d["retrain"] or dec != "no drift" else "ok"
+        cls = "warn" if d["retrain"] or dec != decision_verdict({}) else "ok"
         cards.append(
             _kpi("Drift decision", _fmt(dec), html.escape("; ".join(map(str, d["reasons"][:2])) or "-"), cls)
         )
@@ -439,6 +440,16 @@ def _kpis(h: dict[str, Any]) -> str:
     return '<div class="kpis">' + "".join(cards) + "</div>"
 
 
+def _behavioural(ev: dict[str, Any]) -> str:
+    failed = ev.get("behavioural_failed")
+    if failed is None:  # an evaluation from before the per-model verdict
+        return {True: "passed", False: "FAILED", None: "not run"}[ev.get("behavioural_passed")]
+    if not failed:
+        return "all passed"
+    edge = " (its TFLite variants are not published)" if "keras" in failed else ""
+    return html.escape("FAILED by " + ", ".join(failed)) + edge
+
+
 def _scorers_table(ev: dict[str, Any]) -> str:
     rows = "".join(
         f'<tr class="{"primary" if s["kind"] == "primary" else ""}"><td>{html.escape(s["name"])}'
@@ -448,7 +459,7 @@ def _scorers_table(ev: dict[str, Any]) -> str:
     )
     return (
         f"<p>{_fmt(ev['rows'])} labelled rows, {_fmt(ev['positives'])} positives. Flagged slices: "
-        f"{_fmt(ev['slices_flagged'])}; behavioural tests passed: {_fmt(ev['behavioural_passed'])}.</p>"
+        f"{_fmt(ev['slices_flagged'])}; behavioural tests: {_behavioural(ev)}.</p>"
         '<table><thead><tr><th>scorer</th><th class="n">PR-AUC</th><th class="n">ROC-AUC</th>'
         '<th class="n">ECE</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"

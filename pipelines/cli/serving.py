@@ -38,6 +38,13 @@ def quantize(
     register_report: Annotated[
         str | None, typer.Option(help="take --version from the register stage's JSON (its 'version')")
     ] = None,
+    evaluation: Annotated[
+        str | None,
+        typer.Option(
+            help="the candidate's evaluation.json, for the edge model's behavioural verdict "
+            "(default with --registry: the version's own)"
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """TFLite float32/float16/dynamic-range/int8 variants of the Keras model; publish those passing the parity gate."""
@@ -52,9 +59,13 @@ def quantize(
     if (registry is None) != (version is None):
         typer.echo("error: --registry and --version (or --register-report) go together", err=True)
         raise typer.Exit(2)
+    if evaluation is not None and not storage.exists(evaluation):
+        typer.echo(f"error: {evaluation} not found; run `loopline evaluate` first", err=True)
+        raise typer.Exit(2)
     try:
         r = run_quantize(features=features, model=model, out=out, reports=reports, cfg=p.quantize,
-                         evaluate_cfg=p.evaluate, seed=p.seed, registry=registry, version=version)  # fmt: skip
+                         evaluate_cfg=p.evaluate, seed=p.seed, registry=registry, version=version,
+                         evaluation=None if evaluation is None else storage.read_json(evaluation))  # fmt: skip
     except (ValueError, FileNotFoundError, RegistryError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -63,7 +74,7 @@ def quantize(
         w = v["parity"]["whole"]
         typer.echo(f"{name:<14} {v['bytes']:>9} B  ROC-AUC drop {w['roc_auc_drop']:+.5f}  mean|d| "
                    f"{w['mean_abs_diff']:.5f}  agree {w['agreement']:.4f}  "
-                   f"{'published' if v['published'] else 'NOT published: ' + '; '.join(v['parity']['reasons'])}")  # fmt: skip
+                   f"{'published' if v['published'] else 'NOT published: ' + '; '.join(v['reasons'])}")  # fmt: skip
 
 
 @app.command("edge-predict", context_settings={"allow_extra_args": False})

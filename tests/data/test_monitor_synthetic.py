@@ -87,6 +87,40 @@ def test_decision_fires_at_the_onset_and_not_before(timeline, params, tmp_path) 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("day", ["2025-02-01", ONSET.isoformat()], ids=["drift_free", "onset"])
+def test_every_page_states_the_decision_that_acts(timeline, params, tmp_path, day) -> None:
+    """On a drift-free day and on the onset day, the monitor summary, the Evidently page and the run report
+    state decision.json's verdict in the same words, and the summary marks exactly the decision's drifted
+    columns. Before, the summary said "keep champion" for both "drift" and "no drift", the run report said
+    "drift, no retrain" and the Evidently page "Dataset Drift is NOT detected" beside a retrain."""
+    import re
+
+    from pipelines.drift import decision_verdict
+    from pipelines.monitor import run_monitor
+    from pipelines.run_report import write_run_report
+
+    reports = tmp_path / "reports"
+    run_monitor(lake=timeline["lake"], predictions=timeline["predictions"], registry=timeline["registry"],
+                out=str(reports / "monitor"), schema=params.schema, cfg=params.monitor, seed=params.seed,
+                date=day)  # fmt: skip
+    run = reports / "monitor" / "runs" / day
+    decision = json.loads((run / "decision.json").read_text())
+    assert decision["retrain"] == (day == ONSET.isoformat())
+    verdict = decision_verdict(decision)
+    summary = (run / "summary.html").read_text()
+    assert f'<p class="v">{verdict}</p>' in summary
+    marked = set(re.findall(r"<tr class=d><td>([^<]+)</td>", summary))
+    assert marked == set(decision["figures"]["drifted_features"])
+    assert bool(marked) == (day == ONSET.isoformat())
+    evidently = (run / "report.html").read_text()
+    assert f"<b>Loopline decision: {verdict}</b>" in evidently
+    index = write_run_report(reports=reports, registry=None, benchmarks=None, out=reports / "index.html")
+    tile = index.read_text().split("<h3>Drift decision</h3>", 1)[1].split("</div>", 1)[0]
+    assert verdict in tile
+    assert json.loads((reports / "metrics.json").read_text())["drift"]["decision"] == verdict
+
+
+@pytest.mark.slow
 def test_weekly_windows_and_cli(timeline, tmp_path) -> None:
     from typer.testing import CliRunner
 

@@ -191,7 +191,8 @@ def test_tflite_variant_from_the_registry(setup, params, tmp_path):
                     date="2025-01-20", model="tflite:int8", cfg=params.predict, params=params, progress=False)  # fmt: skip
     loose = params.quantize.gate.model_copy(update={"max_abs_diff": 1.0, "min_agreement": 0.0,
                                                     "slice_min_agreement": 0.0})  # fmt: skip
-    cfg = params.quantize.model_copy(update={"variants": ["int8"], "representative_rows": 300, "gate": loose})
+    cfg = params.quantize.model_copy(update={"variants": ["int8"], "representative_rows": 300, "gate": loose,
+                                             "require_behavioural": False})  # fmt: skip
     run_quantize(features=str(setup["features"]), model=str(setup["model"]), out=str(tmp_path / "tfl"),
                  reports=str(tmp_path / "rq"), cfg=cfg, evaluate_cfg=params.evaluate, seed=0,
                  registry=str(setup["registry"]), version="champion")  # fmt: skip

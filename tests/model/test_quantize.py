@@ -18,6 +18,7 @@ import eval_support
 from pipelines.config import QuantizeGateConfig
 from pipelines.quantize import (
     card_section,
+    edge_behaviour,
     operating_threshold,
     parity_report,
     representative_sample,
@@ -141,14 +142,8 @@ def test_failing_variant_is_not_published_and_the_card_says_why(case, params, tm
     and the registered version's model card name the reason; the float variants are still published."""
     from pipelines.registry import Registry
 
-    ev = tmp_path / "ev"
-    ev.mkdir()
-    (ev / "evaluation.json").write_text(json.dumps(eval_support.minimal_evaluation()))
-    (ev / "metrics.json").write_text("{}")
-    (ev / "report.html").write_text("<html></html>")
+    version = _registered(case, tmp_path, keras_tests=[_beh("merchant_id_swap", True)])
     reg = Registry(str(tmp_path / "registry"))
-    version = reg.register(model_dir=str(case["model"]), evaluation_dir=str(ev),
-                           created_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC))  # fmt: skip
     out = tmp_path / "tflite"
     out.mkdir()
     (out / "int8.tflite").write_bytes(b"published by an earlier run")  # must be withdrawn
@@ -160,6 +155,11 @@ def test_failing_variant_is_not_published_and_the_card_says_why(case, params, tm
                           registry=str(reg.root), version=version)  # fmt: skip
     assert report["published"] == ["float32"] and report["unpublished"] == ["int8"]
     assert not (out / "int8.tflite").exists() and (out / "float32.tflite").exists()
+    assert (
+        report["edge_behaviour"]["passed"]
+        and "Behavioural tests of the edge model (keras): passed"
+        in (Path(reg.version_dir(version)) / "model_card.md").read_text()
+    )
     reason = report["variants"]["int8"]["parity"]["reasons"][0]
     assert reason.startswith("mean |score diff|") and "> 1e-07" in reason
     assert json.loads((tmp_path / "rq" / "quantize.json").read_text())["unpublished"] == ["int8"]
@@ -171,6 +171,79 @@ def test_failing_variant_is_not_published_and_the_card_says_why(case, params, tm
     )[0]
     assert "| int8 |" in section and "| NO |" in section and "Not published" in section and reason in section
     reg.verify(version)  # attaching files next to the artifacts does not break the version's integrity
+
+
+def _beh(name: str, passed: bool) -> dict:
+    return {"kind": "invariance", "name": name, "passed": passed,
+            "detail": f"{name}: {'97.0' if passed else '60.6'}% of rows moved < 0.02 (need 95%)"}  # fmt: skip
+
+
+def _registered(case, tmp_path: Path, *, keras_tests: list[dict] | None) -> str:  # type: ignore[no-untyped-def]
+    """Register the case's model with an evaluation whose Keras behavioural tests are ``keras_tests``
+    (None: Keras was not tested)."""
+    from pipelines.registry import Registry
+
+    evaluation = eval_support.minimal_evaluation()
+    if keras_tests is not None:
+        evaluation["behavioural"]["keras"] = {"passed": all(t["passed"] for t in keras_tests), "rows": 10,
+                                              "tests": keras_tests}  # fmt: skip
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "evaluation.json").write_text(json.dumps(evaluation))
+    (ev / "metrics.json").write_text("{}")
+    (ev / "report.html").write_text("<html></html>")
+    return Registry(str(tmp_path / "registry")).register(
+        model_dir=str(case["model"]),
+        evaluation_dir=str(ev),
+        created_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+    )
+
+
+def test_edge_behaviour_verdict_from_the_evaluation():
+    ok = {"behavioural": {"keras": {"passed": True, "tests": [_beh("swap", True)]}}}
+    bad = {"behavioural": {"keras": {"passed": False, "tests": [_beh("swap", False), _beh("noise", True)]}}}
+    assert edge_behaviour(ok, required=True) == {"model": "keras", "required": True, "passed": True,
+                                                 "failed": [], "detail": "all passed"}  # fmt: skip
+    v = edge_behaviour(bad, required=True)
+    assert (
+        not v["passed"]
+        and v["failed"] == ["swap"]
+        and v["detail"] == "swap: swap: 60.6% of rows moved < 0.02 (need 95%)"
+    )
+    missing = edge_behaviour({"behavioural": {"xgboost": {}}}, required=True)
+    assert not missing["passed"] and "add it to evaluate.behavioural.models" in missing["detail"]
+    assert edge_behaviour(bad, required=False)["passed"]
+
+
+@pytest.mark.slow
+def test_an_edge_model_failing_its_behavioural_tests_publishes_no_variant(case, params, tmp_path):
+    """The gate judges the model that ships: a Keras model failing an invariance test gets no TFLite variant,
+    though every variant passes parity; a variant published by an earlier run is withdrawn; quantize.json and
+    the card name the test. Without an evaluation, quantize refuses and names the fix."""
+    from pipelines.registry import Registry
+
+    version = _registered(case, tmp_path, keras_tests=[_beh("merchant_id_swap", False)])
+    reg = Registry(str(tmp_path / "registry"))
+    out = tmp_path / "tflite"
+    out.mkdir()
+    (out / "float32.tflite").write_bytes(b"published by an earlier run")
+    cfg = params.quantize.model_copy(update={"representative_rows": 200, "variants": ["float32"]})
+    report = run_quantize(features=str(case["features"]), model=str(case["model"]), out=str(out),
+                          reports=str(tmp_path / "rq"), cfg=cfg, evaluate_cfg=params.evaluate, seed=0,
+                          registry=str(reg.root), version=version)  # fmt: skip
+    assert report["published"] == [] and report["unpublished"] == ["float32"]
+    assert report["variants"]["float32"]["parity"]["passed"]  # blocked by the behaviour, not by parity
+    assert report["variants"]["float32"]["reasons"] == [
+        "edge model behavioural tests: merchant_id_swap: merchant_id_swap: 60.6% of rows moved < 0.02 (need 95%)"
+    ]
+    assert not (out / "float32.tflite").exists()
+    vdir = Path(reg.version_dir(version))
+    assert not (vdir / "tflite" / "float32.tflite").exists()
+    card = (vdir / "model_card.md").read_text()
+    assert "(keras): FAILED, no variant is published" in card and "- float32: edge model behavioural" in card
+    with pytest.raises(ValueError, match=r"--evaluation reports/evaluation/evaluation\.json"):
+        run_quantize(features=str(case["features"]), model=str(case["model"]), out=str(out),
+                     reports=str(tmp_path / "rq"), cfg=cfg, evaluate_cfg=params.evaluate, seed=0)  # fmt: skip
 
 
 def test_card_section_lists_every_variant():

@@ -195,7 +195,7 @@ def test_the_evidently_page_leads_with_the_decision_that_acts() -> None:
     page = with_decision_banner(
         evidently, {"drift": True, "retrain": True, "reasons": ["amount drifted (importance 0.16)"]}
     )
-    assert page.index("Loopline decision: RETRAIN") < page.index("Dataset Drift is NOT detected")
+    assert page.index("Loopline decision: retrain") < page.index("Dataset Drift is NOT detected")
     assert "amount drifted (importance 0.16)" in page and "50%" in page
     calm = with_decision_banner(evidently, {"drift": False, "retrain": False, "reasons": []})
-    assert "Loopline decision: no drift: keep the champion" in calm
+    assert "Loopline decision: no drift, keep the champion" in calm
