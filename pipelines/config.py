@@ -12,6 +12,7 @@ Each stage adds its own section model here; a stage reads only the sections it n
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "SyntheticConfig",
     "ValidationConfig",
     "load_params",
+    "params_origins",
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -817,3 +819,44 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_params(raw, source=path)
+
+
+def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    elif prefix:
+        yield prefix[:-1], tree
+
+
+def params_origins(raw: Mapping[str, Any], params: Params) -> list[tuple[str, Any, str]]:
+    """Every leaf parameter of ``params`` as ``(dotted key, value, origin)``: origin ``file`` where the
+    params file (``raw``, as read) sets the key (or a list holding it), ``file (= default)`` where it sets
+    it to the code's default, else ``default``."""
+
+    def in_file(key: str) -> bool:
+        node: Any = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+            if not isinstance(node, dict):  # a list or scalar set as one value covers everything below
+                return True
+        return True
+
+    resolved = params.model_dump(mode="json", by_alias=True)
+    defaults = dict(_leaves(_defaults_for(params)))
+    out = []
+    for key, value in _leaves(resolved):
+        origin = "default"
+        if in_file(key):
+            origin = "file (= default)" if key in defaults and defaults[key] == value else "file"
+        out.append((key, value, origin))
+    return out
+
+
+def _defaults_for(params: Params) -> dict[str, Any]:
+    """The code's defaults, for the keys that have one (the schema has none: it describes the data)."""
+    return Params.model_validate(
+        {"schema": params.schema_.model_dump(mode="json", by_alias=True)}
+    ).model_dump(mode="json", by_alias=True) | {"schema": {}}

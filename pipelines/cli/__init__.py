@@ -38,7 +38,12 @@ COMMANDS: list[Entry] = [
         ("init", "Propose a params profile for your data: types, features, sizes, and leakage warnings."),
         ("run", "Run the pipeline for a profile with DVC, in its own workspace runs/NAME (a normal DVC project)."),
     ),
-    *_entries("Project", "project", ("check-params", "Validate a params file and print its sections.")),
+    *_entries(
+        "Project",
+        "project",
+        ("check-params", "Validate a params file and print its sections."),
+        ("params", "Every parameter with its value and origin (the file, or the code's default)."),
+    ),
     *_entries(
         "Data",
         "data",

@@ -1,14 +1,20 @@
-"""Project commands that need no stage: check a params file."""
+"""Project commands that need no stage: check a params file, show every parameter and where it comes from."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
+import yaml
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
+from pipelines.config import params_origins
 
 app = typer.Typer()
+params_app = typer.Typer(help="Every parameter with its value and origin (the file, or the code's default).")
+app.add_typer(params_app, name="params")
 
 
 @app.command("check-params")
@@ -16,3 +22,35 @@ def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
     """Validate a params file and print its sections."""
     p = params_or_exit(params)
     typer.echo(f"{params}: ok (source={p.source.kind}, {len(p.schema.columns)} columns)")
+
+
+@params_app.command("show")
+def params_show(
+    params: ParamsOpt = Path("params.yaml"),
+    changed: Annotated[
+        bool, typer.Option("--changed", help="only what the file sets to a non-default value")
+    ] = False,
+    prefix: Annotated[
+        str | None, typer.Argument(help="only keys under this section, e.g. train.keras")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON list of {key, value, origin}")] = False,
+) -> None:
+    """Print every parameter the stages read: its value and its origin (the params file or the default)."""
+    p = params_or_exit(params)
+    raw = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
+    rows = [
+        (k, v, o)
+        for k, v, o in params_origins(raw, p)
+        if (not changed or o == "file") and (prefix is None or k == prefix or k.startswith(prefix + "."))
+    ]
+    if as_json:
+        typer.echo(json.dumps([{"key": k, "value": v, "origin": o} for k, v, o in rows], indent=1))
+        return
+    width = max((len(k) for k, _, _ in rows), default=0)
+    for key, value, origin in rows:
+        text = json.dumps(value)
+        typer.echo(f"{key:<{width}}  {text if len(text) <= 70 else text[:67] + '...'}  ({origin})")
+    n_same = sum(o == "file (= default)" for _, _, o in rows)
+    n_file = sum(o == "file" for _, _, o in rows) + n_same
+    same = f" ({n_same} set to their default: delete them there)" if n_same else ""
+    typer.echo(f"{len(rows)} parameters: {n_file} from {params}{same}, {len(rows) - n_file} defaults")

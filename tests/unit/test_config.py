@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,37 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("seed: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_params_origins_tell_file_from_default_and_a_default_written_twice() -> None:
+    from pipelines.config import params_origins
+
+    raw = _raw()
+    raw["train"] = {"keras": {"epochs": 3, "dropout": 0.2}}  # 0.2 is the code's default
+    raw.pop("tune", None)
+    origins = {k: (v, o) for k, v, o in params_origins(raw, parse_params(raw))}
+    assert origins["train.keras.epochs"] == (3, "file")
+    assert origins["train.keras.dropout"] == (0.2, "file (= default)")
+    assert origins["train.keras.patience"][1] == "default"
+    assert origins["tune.n_trials"][1] == "default"
+    # a list set in the file is one value: its items are not separate parameters
+    assert origins["schema.columns"][1] == "file"
+
+
+def test_params_show_prints_every_key_with_its_origin(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    raw = _raw()
+    raw["train"] = {"keras": {"epochs": 3}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(app, ["params", "show", "train.keras", "-p", str(path)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert any(line.split() == ["train.keras.epochs", "3", "(file)"] for line in lines)
+    assert any(line.split() == ["train.keras.patience", "3", "(default)"] for line in lines)
+    changed = CliRunner().invoke(app, ["params", "show", "--changed", "--json", "-p", str(path)])
+    keys = [r["key"] for r in json.loads(changed.output)]
+    assert "train.keras.epochs" in keys and "train.keras.patience" not in keys
