@@ -55,6 +55,9 @@ airflow-status: ## show the local Airflow's processes and health
 test-dags: venv airflow-venv ## DAG, operator and live Airflow tests (in .venv-airflow)
 	$(AIRFLOW_BIN)/pytest -q -p no:cacheprovider tests/dags
 
+exp-show: venv ## dvc exp show without the code and data hash columns: metrics and the params each file sets
+	$(BIN)/dvc exp show --drop '^(pipelines|data|models|reports)/'
+
 run: venv ## generate the default data and run the whole pipeline with dvc repro
 	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	$(BIN)/dvc repro
@@ -94,4 +97,4 @@ lock: ## recompile the lock files after editing requirements/*.in
 clean: ## remove generated data and reports (keeps the environment)
 	rm -rf data/landing data/lake data/quarantine reports/* .dvc/tmp
 
-.PHONY: graph airflow-venv airflow-up airflow-down airflow-status test-dags help venv run test test-fast lint format bench lock clean
+.PHONY: exp-show graph airflow-venv airflow-up airflow-down airflow-status test-dags help venv run test test-fast lint format bench lock clean

@@ -11,7 +11,12 @@ Each stage adds its own section model here; a stage reads only the sections it n
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import io
+import tokenize
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +34,7 @@ __all__ = [
     "SyntheticConfig",
     "ValidationConfig",
     "load_params",
+    "params_comments",
     "params_origins",
 ]
 
@@ -224,12 +230,15 @@ class FeaturesConfig(_Model):
     drop: list[str] = Field(default_factory=list)  # declared columns never used as features
     scaling: Scaling = "auto"  # auto: log for non-negative skewed columns, else standard
     scale_overrides: dict[str, Scaling] = Field(default_factory=dict)
+    # plus a <col>__missing indicator
     impute: Literal["median", "mean", "zero"] = "median"
+    # nullable: the schema's nullable columns
     missing_indicators: Literal["nullable", "always", "never"] = "nullable"
     discretize: dict[str, Annotated[int, Field(ge=2, le=100)]] = Field(default_factory=dict)  # col -> bins
     hash_buckets: int = Field(default=32, ge=2, le=1_048_576)  # for high_cardinality columns
     onehot_max_categories: int = Field(default=30, ge=1)  # more categories -> ordinal encoding
     min_category_count: int = Field(default=5, ge=1)  # rarer categories go to the unknown slot
+    # column -> onehot | ordinal | hash
     encoding_overrides: dict[str, Literal["onehot", "ordinal", "hash"]] = Field(default_factory=dict)
     crosses: list[Annotated[list[str], Field(min_length=2)]] = Field(default_factory=list)
     cross_buckets: int = Field(default=32, ge=2, le=1_048_576)
@@ -288,6 +297,7 @@ class LabelingFunctionOptions(_Model):
 
     amount_ratio: float = Field(default=4.0, gt=1)  # amount above this multiple of the card's median
     min_card_events: int = Field(default=3, ge=1)  # card history needed before the amount rule votes
+    # new_device: younger devices, or a hidden age (MNAR)
     new_device_days: float = Field(default=7.0, gt=0)
     risky_category_regex: str = Field(
         default=r"^(electronics|jewelry|gaming|travel|digital_goods)$", min_length=1
@@ -326,6 +336,7 @@ class LabelingConfig(_Model):
     hand_weight: float = Field(default=1.0, gt=0)  # label_weight of a hand label
     min_votes: int = Field(default=1, ge=1)  # a weak label needs at least this many non-abstaining LFs
     min_confidence: float = Field(default=0.5, ge=0.5, le=1)  # and this posterior for its class
+    # active-learning queue length (data/labeled/al_queue.csv)
     al_queue_size: int = Field(default=200, ge=0)
     al_committee: list[Literal["logreg", "hgb", "tree"]] = Field(
         default_factory=lambda: ["logreg", "hgb"],  # type: ignore[arg-type,return-value]
@@ -365,6 +376,7 @@ class DistillationConfig(_Model):
 
 
 class KerasTrainConfig(_Model):
+    # dense layers; the weights dominate the TFLite file
     hidden_units: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [256, 128, 64], min_length=1
     )
@@ -567,6 +579,7 @@ class EvaluateConfig(_Model):
 class GateConfig(_Model):
     """The promotion gate (pipelines/registry.py): every check must pass for a version to become champion."""
 
+    # on the candidate's own test split (the most recent labelled holdout)
     metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     baseline_margin: float = Field(default=0.02, ge=0, le=1)  # beat every baseline by at least this
     champion_margin: float = Field(default=0.0, ge=-1, le=1)  # candidate - champion on the same holdout
@@ -599,6 +612,7 @@ class MonitorDriftConfig(_Model):
 
     numerical_method: DriftMethodName = "wasserstein"  # normalized by the reference std (Evidently's default)
     categorical_method: DriftMethodName = "jensenshannon"
+    # null: the method's default (0.1 for the distances, 0.05 for p-values)
     numerical_threshold: float | None = Field(default=None, gt=0)
     categorical_threshold: float | None = Field(default=None, gt=0)
     per_column_method: dict[str, DriftMethodName] = Field(default_factory=dict)
@@ -757,6 +771,7 @@ class RetrainConfig(_Model):
 class Params(_Model):
     seed: int = Field(default=42, ge=0)
     source: SourceConfig = SourceConfig()
+    # the generator, documented in docs/synthetic.md
     synthetic: SyntheticConfig = SyntheticConfig()
     schema_: SchemaConfig = Field(alias="schema")
     etl: EtlConfig = EtlConfig()
@@ -860,3 +875,78 @@ def _defaults_for(params: Params) -> dict[str, Any]:
     return Params.model_validate(
         {"schema": params.schema_.model_dump(mode="json", by_alias=True)}
     ).model_dump(mode="json", by_alias=True) | {"schema": {}}
+
+
+def _source_comments() -> dict[tuple[str, str], str]:
+    """``(class, field) -> comment`` from this module's source: the comment on a field's lines, after any
+    comment lines directly above it (the documentation lives beside the default, in one place)."""
+    src = Path(__file__).read_text(encoding="utf-8")
+    lines = src.splitlines()
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+        if tok.type == tokenize.COMMENT and "fmt:" not in tok.string and "type:" not in tok.string
+    }
+    out: dict[tuple[str, str], str] = {}
+    for node in ast.parse(src).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+                continue
+            above: list[str] = []
+            at = item.lineno - 1
+            while at in comments and lines[at - 1].lstrip().startswith("#"):
+                above.insert(0, comments[at])
+                at -= 1
+            own = [
+                comments[n] for n in range(item.lineno, (item.end_lineno or item.lineno) + 1) if n in comments
+            ]
+            text = " ".join(above + own)
+            if text:
+                out[(node.name, item.target.id)] = text
+    return out
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _choices(annotation: Any) -> list[str]:
+    if typing.get_origin(annotation) is Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        return [c for arg in typing.get_args(annotation) for c in _choices(arg)]
+    return []
+
+
+def params_comments() -> dict[str, str]:
+    """``dotted key -> its documentation`` for every parameter and section that has a comment in this module
+    (a section without one gets its class's docstring)."""
+    source = _source_comments()
+    out: dict[str, str] = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = prefix + (field.alias or name)
+            sub = _model_of(field.annotation)
+            text = source.get((model.__name__, name)) or (
+                (sub.__doc__ or "").strip().split("\n")[0] if sub is not None and sub.__doc__ else ""
+            )
+            choices = _choices(field.annotation)
+            if choices and not all(c in text for c in choices):
+                text = (text + "; " if text else "") + "one of " + " | ".join(choices)
+            if text:
+                out[key] = text
+            if sub is not None:
+                walk(sub, key + ".")
+
+    walk(Params, "")
+    return out

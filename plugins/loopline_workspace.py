@@ -209,7 +209,9 @@ def set_params(params_file: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
+            if part not in node:  # the file holds only what differs from the defaults: add the section
+                node[part] = {}
+            if not isinstance(node[part], dict):
                 raise ValueError(f"params override {key!r}: {part!r} is not a section of {params_file.name}")
             node = node[part]
         node[parts[-1]] = value

@@ -11,8 +11,9 @@ def shrink_for_wiring(params: dict[str, Any], *, days: int = 45, rows_per_day: i
     params["synthetic"].update({"days": days, "rows_per_day": rows_per_day})
     params["validation"]["min_rows_per_partition"] = 100
     params["tune"].update({"n_trials": 3, "timeout_s": 60, "num_boost_round": 40})
-    params["train"]["keras"].update({"epochs": 2, "hidden_units": [32, 16]})
-    params["train"]["keras"]["distillation"]["compare"] = False
-    params["train"]["xgboost"]["num_boost_round"] = 60
+    keras = params["train"].setdefault("keras", {})  # params.yaml holds only what differs from the defaults
+    keras.update({"epochs": 2, "hidden_units": [32, 16]})
+    keras.setdefault("distillation", {})["compare"] = False
+    params["train"].setdefault("xgboost", {})["num_boost_round"] = 60
     params["gate"].update({"require_behavioural": False, "baseline_margin": 0.0})
     return params

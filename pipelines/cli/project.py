@@ -10,7 +10,8 @@ import typer
 import yaml
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.config import params_origins
+from pipelines.config import params_comments, params_origins
+from pipelines.profile_run import pipeline_param_keys
 
 app = typer.Typer()
 params_app = typer.Typer(help="Every parameter with its value and origin (the file, or the code's default).")
@@ -44,13 +45,25 @@ def params_show(
         if (not changed or o == "file") and (prefix is None or k == prefix or k.startswith(prefix + "."))
     ]
     if as_json:
-        typer.echo(json.dumps([{"key": k, "value": v, "origin": o} for k, v, o in rows], indent=1))
+        docs = params_comments()
+        typer.echo(
+            json.dumps(
+                [{"key": k, "value": v, "origin": o, "doc": docs.get(k)} for k, v, o in rows], indent=1
+            )
+        )
         return
+    docs = params_comments()
     width = max((len(k) for k, _, _ in rows), default=0)
     for key, value, origin in rows:
         text = json.dumps(value)
-        typer.echo(f"{key:<{width}}  {text if len(text) <= 70 else text[:67] + '...'}  ({origin})")
-    n_same = sum(o == "file (= default)" for _, _, o in rows)
-    n_file = sum(o == "file" for _, _, o in rows) + n_same
+        text = text if len(text) <= 60 else text[:57] + "..."
+        note = f"  # {docs[key]}" if key in docs else ""
+        typer.echo(f"{key:<{width}}  {text}  ({origin}){note}")
+    dvc_yaml = params.parent / "dvc.yaml"  # keys its stages declare one by one must stay in the file
+    declared = (
+        set(pipeline_param_keys(yaml.safe_load(dvc_yaml.read_text()) or {})) if dvc_yaml.exists() else set()
+    )
+    n_same = sum(o == "file (= default)" and k not in declared for k, _, o in rows)
+    n_file = sum(o.startswith("file") for _, _, o in rows)
     same = f" ({n_same} set to their default: delete them there)" if n_same else ""
     typer.echo(f"{len(rows)} parameters: {n_file} from {params}{same}, {len(rows) - n_file} defaults")

@@ -165,7 +165,8 @@ def test_metrics_and_experiments_show_the_headline_figures(
     headline = json.loads((project / "reports" / "metrics.json").read_text())
     assert {"etl", "evaluation", "gate"} <= set(headline) and headline["evaluation"]["pr_auc"] is not None
 
-    exp = _run([dvc, "exp", "run", "-S", "gate.champion_margin=0.5", "--name", "strict-gate"], project)
+    # params.yaml holds only what differs from the defaults: `+` adds the key
+    exp = _run([dvc, "exp", "run", "-S", "+gate.champion_margin=0.5", "--name", "strict-gate"], project)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     table = json.loads(_run([dvc, "exp", "show", "--json"], project).stdout)
     exps = [e for rev in table for e in (rev.get("experiments") or []) if e.get("name") == "strict-gate"]
@@ -175,3 +176,11 @@ def test_metrics_and_experiments_show_the_headline_figures(
     assert metrics["evaluation"]["pr_auc"] == headline["evaluation"]["pr_auc"]  # the same model, re-gated
     assert metrics["gate"]["status"] in ("champion", "rejected", "challenger")
     assert data["params"]["params.yaml"]["data"]["gate"]["champion_margin"] == 0.5
+    columns = _leaf_count(data["params"]["params.yaml"]["data"])
+    assert columns <= 40, f"dvc exp show lists {columns} params columns (was ~280: every default restated)"
+
+
+def _leaf_count(tree: object) -> int:
+    if isinstance(tree, dict) and tree:
+        return sum(_leaf_count(v) for v in tree.values())
+    return 0 if isinstance(tree, dict) else 1

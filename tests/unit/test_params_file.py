@@ -23,13 +23,33 @@ def test_setting_one_param_the_way_dvc_does_changes_one_line(tmp_path: Path) -> 
     params = tmp_path / "params.yaml"
     shutil.copy2(ROOT / "params.yaml", params)
     before = params.read_text()
-    with MODIFIERS[".yaml"](str(params)) as doc:  # what `dvc exp run -S gate.champion_margin=0.5` does
-        doc["gate"]["champion_margin"] = 0.5
+    with MODIFIERS[".yaml"](str(params)) as doc:  # what `dvc exp run -S evaluate.min_slice_size=300` does
+        doc["evaluate"]["min_slice_size"] = 300
     changed = _changed(before, params.read_text())
     assert len(changed) == 2, "\n".join(changed[:20])
-    assert changed[0].lstrip("-").split("#")[0].strip() == "champion_margin: 0.0"
-    assert changed[1].lstrip("+").split("#")[0].strip() == "champion_margin: 0.5"
-    assert "# candidate - champion" in changed[1], "the comment is kept"
+    assert changed[0].lstrip("-").split("#")[0].strip() == "min_slice_size: 500"
+    assert changed[1].lstrip("+").split("#")[0].strip() == "min_slice_size: 300"
+    assert "# rows; smaller slices" in changed[1], "the comment is kept"
+
+
+def test_adding_a_default_key_the_way_dvc_does_adds_only_it(tmp_path: Path) -> None:
+    """params.yaml holds only what the example sets; `dvc exp run -S +train.keras.epochs=20` adds a key."""
+    from dvc.utils.serialize import MODIFIERS
+
+    from pipelines.config import load_params
+
+    params = tmp_path / "params.yaml"
+    shutil.copy2(ROOT / "params.yaml", params)
+    before = params.read_text()
+    with MODIFIERS[".yaml"](str(params)) as doc:
+        doc["train"]["keras"] = {"epochs": 20}
+    changed = _changed(before, params.read_text())
+    assert [c.lstrip("+").strip() for c in changed] == ["keras:", "epochs: 20"], changed
+    p = load_params(params)
+    assert (
+        p.train.keras.epochs == 20
+        and p.train.keras.patience == load_params(ROOT / "params.yaml").train.keras.patience
+    )
 
 
 def test_the_offline_plots_template_inlines_the_libraries_and_keeps_dvcs_placeholders() -> None:
@@ -41,3 +61,19 @@ def test_the_offline_plots_template_inlines_the_libraries_and_keeps_dvcs_placeho
     assert "{scripts}" in offline_template(None)  # no npm: DVC's own CDN scripts, as before
     with pytest.raises(ValueError, match="script tag"):
         offline_template(["x = '</script>'"])
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "profiles/synthetic.yaml"])
+def test_no_default_is_written_in_two_places(name: str) -> None:
+    """The code's typed models hold every default; a params file holds what its example changes, plus the
+    keys a dvc.yaml stage declares one by one (DVC stops a stage whose declared key is missing)."""
+    import yaml
+
+    from pipelines.config import load_params, params_origins
+    from pipelines.profile_run import has_key, pipeline_param_keys
+
+    declared = pipeline_param_keys(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
+    raw = yaml.safe_load((ROOT / name).read_text())
+    assert [k for k in declared if not has_key(raw, k)] == [], "DVC needs every declared key in the file"
+    twice = [k for k, _, o in params_origins(raw, load_params(ROOT / name)) if o == "file (= default)"]
+    assert [k for k in twice if k not in declared] == [], f"{name} restates defaults of pipelines/config.py"
