@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "MISSING_MARKERS",
     "ColumnSpec",
     "ConfigError",
     "EtlConfig",
@@ -140,12 +141,19 @@ class SyntheticConfig(_Model):
     bad_records: BadRecordsConfig = BadRecordsConfig()
 
 
+# The usual markers of a missing value in CSV exports (spreadsheets, R, pandas, databases). A column whose only
+# non-numbers are these stays numeric instead of becoming a category of number strings.
+MISSING_MARKERS = ("", "NA", "N/A", "n/a", "#N/A", "NULL", "null", "NaN", "nan", "None", "?", "-")
+
+
 class GenericSourceConfig(_Model):
     """Map any CSV/Parquet files onto the event table with no code (see README: your own data)."""
 
     format: Literal["csv", "parquet"] = "csv"
     pattern: str = "*.csv"  # glob of landing files inside the landing folder
     delimiter: str = Field(default=",", min_length=1, max_length=1)
+    # CSV cells that mean "missing" (exact match, after no trimming); [] : only the empty cell
+    null_values: list[str] = Field(default_factory=lambda: list(MISSING_MARKERS))
     rename: dict[str, str] = Field(default_factory=dict)  # raw name -> event-table name
     event_id: str | None = None  # raw id column; None: derived from file name + row number
     time_column: str = "event_time"

@@ -35,6 +35,7 @@ import logging
 import math
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ import pandas as pd
 import yaml
 
 from pipelines import storage
-from pipelines.config import Params, parse_params
+from pipelines.config import MISSING_MARKERS, Params, parse_params
 from pipelines.leakage import single_feature_auc
 
 __all__ = [
@@ -58,9 +59,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The generic adapter's missing-value tokens (pipelines/sources/base.py read_csv_strings): inference must
-# see exactly what ETL will see.
-NULL_TOKENS = ["", "NULL", "null", "NaN", "nan", "N/A"]
+# The generic adapter's missing-value markers (source.generic.null_values): inference must see exactly what
+# ETL will see, and the profile lists them so that a user can change them.
+NULL_TOKENS = list(MISSING_MARKERS)
+NUMERIC_LOOKING = 0.9  # a category whose values are mostly numbers: warned (a missing marker we do not know?)
 RESERVED = {"event_id", "event_time", "label", "label_time"}
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ID_NAME_RE = re.compile(r"(^id$|_id$|^id_|Id$|_key$|^uuid|_uuid$|_no$|_number$)", re.IGNORECASE)
@@ -115,12 +117,14 @@ class Proposal:
     warnings: list[LeakWarning]
     columns: list[ColumnInfo]
     stats: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # type findings worth a look (not leakage)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.name,
             "stats": self.stats,
             "warnings": [asdict(w) for w in self.warnings],
+            "notes": list(self.notes),
             "dropped": list(self.params["source"]["generic"]["drop"]),
             "columns": [asdict(c) for c in self.columns],
         }
@@ -265,6 +269,28 @@ def _classify(s: pd.Series, n_rows: int) -> tuple[str, pd.Series | None]:
     return "category", None
 
 
+def numbers_typed_as_categories(df: pd.DataFrame, infos: Mapping[str, ColumnInfo]) -> list[str]:
+    """A note for each category column whose values are mostly numbers: the others are likely a missing-value
+    marker the profile does not know, and the column would be hashed as text instead of used as a number."""
+    notes = []
+    for raw, info in infos.items():
+        if info.kind != "category":
+            continue
+        present = df[raw].dropna().str.strip()
+        if present.empty:
+            continue
+        num = pd.to_numeric(present, errors="coerce")
+        share = float(num.notna().mean())
+        if share >= NUMERIC_LOOKING:
+            others = present[num.isna()].value_counts().head(3)
+            notes.append(
+                f"{raw}: {share:.1%} of its values are numbers but {', '.join(map(repr, others.index))} are not, "
+                "so it is typed as a category; if they mark missing values, add them to "
+                "source.generic.null_values and run init again"
+            )
+    return notes
+
+
 def _looks_like_id(info_name: str, n_unique: int, n_present: int, kind: str) -> bool:
     if n_present == 0:
         return False
@@ -372,6 +398,7 @@ def infer_profile(
 
     warnings: list[LeakWarning] = []
     drop: list[str] = []
+    notes = numbers_typed_as_categories(df, infos)
 
     def strong(col: str, kind: str, detail: str) -> None:
         warnings.append(LeakWarning(col, kind, detail, True))
@@ -579,6 +606,7 @@ def infer_profile(
                 "format": file_format,
                 "pattern": pattern,
                 "delimiter": delimiter,
+                "null_values": NULL_TOKENS,
                 "rename": rename,
                 "event_id": event_id,
                 "time_column": time,
@@ -683,7 +711,8 @@ def infer_profile(
         "event_id": event_id,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    return Proposal(name=name, params=params, warnings=warnings, columns=list(infos.values()), stats=stats)
+    return Proposal(name=name, params=params, warnings=warnings, columns=list(infos.values()), stats=stats,
+                    notes=notes)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- rendering
@@ -738,6 +767,9 @@ def render_profile(p: Proposal, *, source_file: str) -> str:
         )
     else:
         lines.append("# No leakage warnings.")
+    if p.notes:
+        lines.append("# TYPE NOTES:")
+        lines += [f"#   {note}" for note in p.notes]
     excluded = [c for c in p.columns if c.role == "excluded"]
     if excluded:
         lines.append("# Not used as features (undeclared columns never reach the lake):")

@@ -70,6 +70,8 @@ def init_profile(
                f"{s['days']} days, label rate {s['label_rate']:.2%}, entity {s['entity_key']}")  # fmt: skip
     for w in proposal.warnings:
         typer.echo(f"WARNING {w.line()}")
+    for note in proposal.notes:
+        typer.echo(f"NOTE {note}")
     typer.echo(f"warnings: {warn_path}\nnext: loopline run --profile {name}")
 
 

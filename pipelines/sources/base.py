@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipelines import storage
-from pipelines.config import SchemaConfig
+from pipelines.config import MISSING_MARKERS, SchemaConfig
 
 CORE_COLUMNS = ("event_id", "event_time", "label", "label_time")
 
@@ -77,7 +77,8 @@ def read_csv_strings(
     With ``typed`` (column -> Arrow type), a clean file is parsed straight to those types by Arrow's
     parallel converter (the fast path). If any value does not convert, the file is read again with every
     column as a string, so that a wrong value in one row cannot fail the whole file: each value is then
-    coerced and checked per row. An empty value (or NULL/NA) is a missing value.
+    coerced and checked per row. ``null_values`` are the missing-value markers (default
+    :data:`pipelines.config.MISSING_MARKERS`: the empty cell, NA, N/A, NULL, NaN, ?, - ...).
     """
     if not data[:65536].strip() and not data.strip():
         raise FileRejected("empty_file", f"{path}: the file is empty (no header); nothing to load", 0)
@@ -107,9 +108,7 @@ def read_csv_strings(
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
                 strings_can_be_null=True,
-                null_values=null_values
-                if null_values is not None
-                else ["", "NULL", "null", "NaN", "nan", "N/A"],
+                null_values=list(MISSING_MARKERS) if null_values is None else null_values,
                 quoted_strings_can_be_null=True,
             ),
         )

@@ -129,7 +129,9 @@ class GenericAdapter:
     def _load(self, path: str) -> tuple[pa.Table, list[tuple[int | None, str]]]:
         if self.cfg.format == "csv":
             data = _decompress(storage.read_bytes(path), path)
-            return read_csv_strings(data, path=path, delimiter=self.cfg.delimiter)
+            return read_csv_strings(
+                data, path=path, delimiter=self.cfg.delimiter, null_values=self.cfg.null_values
+            )
         try:
             return storage.read_parquet(path), []
         except (pa.ArrowInvalid, OSError) as err:
