@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import os
 import re
 from pathlib import Path
@@ -43,6 +44,12 @@ def init_profile(
     landing: Annotated[
         str | None, typer.Option(help="folder of your files for `loopline run` (default: the file's folder)")
     ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="glob of the landing files to load, e.g. 'orders_*.csv' (default: only the --from file)"
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="folder for the profile")] = Path("profiles"),
     max_rows: Annotated[int, typer.Option(min=50, help="rows read from the file")] = 200_000,
     force: Annotated[bool, typer.Option(help="overwrite an existing profile")] = False,
@@ -53,7 +60,12 @@ def init_profile(
     name = name or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
     suffixes = [x.lower() for x in from_.suffixes]
     fmt = "parquet" if ".parquet" in suffixes else "csv"
-    pattern = "*" + "".join(from_.suffixes) if fmt == "csv" else "*.parquet"
+    if from_.is_dir():
+        typer.echo(f"error: --from {from_} is a folder; pass one of its files, and --pattern GLOB to load "
+                   "every file it matches (e.g. --pattern '*.csv')", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    # Only the file the user named: a glob over its folder once read unrelated CSVs lying beside it.
+    pattern = pattern or glob.escape(from_.name)
     folder = from_.resolve().parent
     inside = folder.is_relative_to(Path.cwd().resolve())  # inside the project: relative, portable
     land = landing or (os.path.relpath(folder, Path.cwd()) if inside else str(folder))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.config import parse_params
+from pipelines.config import load_params, parse_params
 from pipelines.init_profile import (
     detect_time_format,
     infer_profile,
@@ -224,3 +224,30 @@ def test_missing_value_markers_keep_numbers_numeric_from_init_to_the_lake(tmp_pa
     batch = adapter.read(adapter.list_files(str(tmp_path))[0])
     assert not batch.malformed and batch.table.num_rows == 400
     assert batch.table.column("temp_max").null_count == 40
+
+
+def test_init_from_a_file_loads_that_file_only(tmp_path) -> None:
+    """`init --from FILE` once wrote a pattern matching every CSV in FILE's folder: unrelated files beside it
+    were loaded (164,601 of their rows quarantined). Now the profile names the file; --pattern widens it."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.sources import adapter_for
+
+    land = tmp_path / "land"
+    land.mkdir()
+    _frame(n=300).to_csv(land / "orders.csv", index=False)
+    (land / "unrelated.csv").write_text("a,b\n1,2\n")
+    runner = CliRunner()
+    args = ["init", "--from", str(land / "orders.csv"), "--label", "fraud", "--time", "created"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "p1")])
+    assert res.exit_code == 0, res.output
+    params = load_params(tmp_path / "p1" / "orders.yaml")
+    assert params.source.generic.pattern == "orders.csv"
+    assert [f.rsplit("/", 1)[-1] for f in adapter_for(params).list_files(str(land))] == ["orders.csv"]
+    res = runner.invoke(app, [*args, "--pattern", "*.csv", "--out", str(tmp_path / "p2")])
+    assert (
+        res.exit_code == 0 and load_params(tmp_path / "p2" / "orders.yaml").source.generic.pattern == "*.csv"
+    )
+    res = runner.invoke(app, ["init", "--from", str(land), "--label", "fraud", "--time", "created"])
+    assert res.exit_code == 2 and "is a folder" in res.output and "--pattern" in res.output
