@@ -809,13 +809,34 @@ def _format_errors(path: Path, err: ValidationError, raw: dict[str, Any]) -> str
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against params.yaml's documented sections"
+            msg = _unknown_key_hint(e["loc"])
         value = e.get("input")
         shown = "<missing>" if e["type"] == "missing" else repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"{path}: {loc} = {shown}: {msg}")
     return "\n".join(lines)
+
+
+def _unknown_key_hint(loc: tuple[Any, ...]) -> str:
+    """'unknown key; did you mean ...?' with the valid keys of the section the key is in."""
+    import difflib
+
+    model: type[BaseModel] | None = Params
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:  # a list item keeps the list's model
+            continue
+        field = {(f.alias or n): f for n, f in model.model_fields.items()}.get(str(part))
+        model = None if field is None else _model_of(field.annotation)
+    if model is None:
+        return "unknown key"
+    valid = sorted(f.alias or n for n, f in model.model_fields.items())
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    section = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"unknown key; {hint}valid keys here: {', '.join(valid)}"
+            f" (`loopline params show {section}` shows each with its default)" if section else
+            f"unknown key; {hint}valid sections: {', '.join(valid)}")  # fmt: skip
 
 
 def parse_params(raw: dict[str, Any], *, source: Path = DEFAULT_PARAMS) -> Params:
@@ -917,9 +938,10 @@ def _source_comments() -> dict[tuple[str, str], str]:
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The params model a field holds (also inside ``X | None``, ``list[X]``, ``dict[str, X]``)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+    if typing.get_origin(annotation) is not None and typing.get_origin(annotation) is not Literal:
         for arg in typing.get_args(annotation):
             found = _model_of(arg)
             if found is not None:

@@ -29,7 +29,14 @@ def test_unknown_key_names_the_path() -> None:
         parse_params(raw, source=Path("params.yaml"))
     msg = str(exc.value)
     assert msg.count("\n") == 0, "one problem, one line"
-    assert "synthetic.rows_per_dya" in msg and "unknown key" in msg
+    assert "synthetic.rows_per_dya" in msg and "unknown key; did you mean 'rows_per_day'?" in msg
+    assert "`loopline params show synthetic`" in msg
+    raw = _raw()
+    raw["evaluate"]["behavioural"]["invariance"][0]["epsilom"] = 0.1  # inside a list of models
+    with pytest.raises(
+        ConfigError, match=r"invariance\.0\.epsilom = 0\.1: unknown key; did you mean 'epsilon'\?"
+    ):
+        parse_params(raw)
 
 
 def test_wrong_type_and_range_name_value_and_expectation() -> None:
