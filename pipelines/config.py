@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import io
+import os
 import tokenize
 import types
 import typing
@@ -34,12 +35,18 @@ __all__ = [
     "SourceConfig",
     "SyntheticConfig",
     "ValidationConfig",
+    "edit_target",
     "load_params",
     "params_comments",
+    "params_file",
     "params_origins",
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")
+# The first line of a params copy that `loopline run` generates names the file the user edits (the profile);
+# messages about parameters name that file, through params_file(), which the CLI sets when it loads params.
+EDIT_MARKER = "# loopline: edit "
+PARAMS_FILE_ENV = "LOOPLINE_PARAMS_FILE"
 
 
 class ConfigError(ValueError):
@@ -849,6 +856,17 @@ def parse_params(raw: dict[str, Any], *, source: Path = DEFAULT_PARAMS) -> Param
         raise ConfigError(_format_errors(source, err, raw)) from None
 
 
+def edit_target(path: str | Path, text: str) -> str:
+    """The file a person edits to change these parameters: ``path``, or the profile a generated copy names."""
+    first = text.split("\n", 1)[0]
+    return first[len(EDIT_MARKER) :].strip() if first.startswith(EDIT_MARKER) else str(path)
+
+
+def params_file() -> str:
+    """The params file to name in a message ("fix evaluate.slices in ..."): the profile under `loopline run`."""
+    return os.environ.get(PARAMS_FILE_ENV) or str(DEFAULT_PARAMS)
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate a params file once; stages pass the typed sections down as arguments."""
     path = Path(path)
@@ -861,8 +879,8 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_params(raw, source=path)
+        raise ConfigError(f"{edit_target(path, text)}: not valid YAML: {err}") from None
+    return parse_params(raw, source=Path(edit_target(path, text)))
 
 
 def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

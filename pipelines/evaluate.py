@@ -37,7 +37,7 @@ import pandas as pd
 
 from pipelines import metrics as M
 from pipelines import models, storage
-from pipelines.config import BehaviouralConfig, EvaluateConfig
+from pipelines.config import BehaviouralConfig, EvaluateConfig, params_file
 from pipelines.featurespec import loads_spec
 
 __all__ = [
@@ -128,7 +128,7 @@ def slice_metrics(
         if col not in frame.columns:
             raise ValueError(
                 f"slice column {col!r} is not in the test frame (columns e.g. {list(frame.columns)[:8]}); "
-                "fix evaluate.slices in params.yaml"
+                f"fix evaluate.slices in {params_file()}"
             )
         values = frame[col].astype("string").fillna("<missing>").to_numpy(dtype=object)
         for value in sorted(set(values)):
@@ -274,7 +274,7 @@ def behavioural_tests(
     if unknown:
         raise ValueError(
             f"behavioural tests name {unknown}, which are not raw inputs of the feature spec "
-            f"({sorted(declared)}); fix evaluate.behavioural in params.yaml"
+            f"({sorted(declared)}); fix evaluate.behavioural in {params_file()}"
         )
     out: dict[str, Any] = {}
     for name in cfg.models:
@@ -391,7 +391,7 @@ def evaluate_frames(
     if cfg.primary not in scorers:
         raise ValueError(
             f"evaluate.primary = {cfg.primary!r} is not among the candidate's scorers {sorted(scorers)}; "
-            "train it or change evaluate.primary in params.yaml"
+            f"train it or change evaluate.primary in {params_file()}"
         )
     rows = labelled_rows(test)
     if rows.empty or rows["label"].nunique() < 2:

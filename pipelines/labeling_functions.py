@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import LabelingFunctionOptions, SchemaConfig
+from pipelines.config import LabelingFunctionOptions, SchemaConfig, params_file
 
 __all__ = [
     "ABSTAIN",
@@ -132,7 +132,7 @@ def _need(df: pd.DataFrame, name: str, cols: tuple[str, ...]) -> None:
     if missing:
         raise ValueError(
             f"labeling function {name!r} needs column(s) {missing} that the event table lacks; "
-            "remove it from labeling.functions in params.yaml for this source"
+            f"remove it from labeling.functions in {params_file()} for this source"
         )
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import Params, load_params, parse_params
+from pipelines.config import EDIT_MARKER, Params, load_params, parse_params
 from pipelines.run_report import write_run_report
 
 __all__ = ["landing_for", "prepare_workspace", "profile_file", "run_profile", "workspace_dvc_yaml"]
@@ -151,6 +151,11 @@ def workspace_params_text(text: str, params: Params, pipeline: dict[str, Any], *
     Whole sections the profile omits are appended after it, commented; a key missing inside a section the
     profile has means rewriting the file, so then the merged parameters are written (without the
     profile's comments, which stay in the profile). Either way the file loads to the same parameters."""
+    head = f"{EDIT_MARKER}{profile}\n# (messages about parameters name it: this copy is rewritten by `loopline run`)\n"
+    return head + _filled(text, params, pipeline, profile=profile)
+
+
+def _filled(text: str, params: Params, pipeline: dict[str, Any], *, profile: str) -> str:
     raw = yaml.safe_load(text) or {}
     missing = [k for k in pipeline_param_keys(pipeline) if not has_key(raw, k)]
     if not missing:
@@ -211,7 +216,8 @@ def prepare_workspace(
         link.symlink_to(os.path.relpath(root / "pipelines", ws), target_is_directory=True)
     main = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     pipeline, diff = workspace_dvc_yaml(main, landing=land, benchmarks=str(root / "benchmarks" / "results"))
-    text = workspace_params_text(src.read_text(encoding="utf-8"), params, pipeline, profile=str(src))
+    shown = os.path.relpath(src, root) if src.resolve().is_relative_to(root) else str(src)
+    text = workspace_params_text(src.read_text(encoding="utf-8"), params, pipeline, profile=shown)
     _write_if_changed(ws / "params.yaml", text)
     header = GENERATED_HEADER.format(name=Path(name).stem, diff=diff)
     _write_if_changed(ws / "dvc.yaml", header + yaml.safe_dump(pipeline, sort_keys=False, width=110))

@@ -45,7 +45,7 @@ import pandas as pd
 
 from pipelines import metrics as M
 from pipelines import models, storage
-from pipelines.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig
+from pipelines.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
 from pipelines.edge import EdgeModel
 from pipelines.evaluate import json_safe, labelled_rows
 from pipelines.featurespec import dumps_spec
@@ -281,7 +281,7 @@ def edge_behaviour(
     if results is None:
         return {**base, "passed": False, "failed": [],
                 "detail": f"no behavioural test results for {model}; add it to evaluate.behavioural.models "
-                "in params.yaml (or set quantize.require_behavioural: false)"}  # fmt: skip
+                f"in {params_file()} (or set quantize.require_behavioural: false)"}  # fmt: skip
     failed = [t for t in results["tests"] if not t["passed"]]
     detail = "all passed" if not failed else "; ".join(f"{t['name']}: {t['detail']}" for t in failed)
     return {**base, "passed": not failed, "failed": [t["name"] for t in failed], "detail": detail}
@@ -407,7 +407,7 @@ def run_quantize(
         raise ValueError(
             "quantize.require_behavioural needs the candidate's evaluation: pass --registry with --version "
             "(or --register-report), or --evaluation reports/evaluation/evaluation.json "
-            "(or set quantize.require_behavioural: false in params.yaml)"
+            f"(or set quantize.require_behavioural: false in {params_file()})"
         )
     edge = edge_behaviour(evaluation, required=cfg.require_behavioural)
     if not edge["passed"]:

@@ -17,6 +17,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytest_plugins = ["s3_fixtures"]  # moto S3 server on 127.0.0.1 (tests/s3_fixtures.py)
 
 
+@pytest.fixture(autouse=True)
+def _params_file_env():  # type: ignore[no-untyped-def]
+    """The CLI records which params file messages should name (LOOPLINE_PARAMS_FILE); in-process CLI tests
+    must not pass it on to the next test."""
+    before = os.environ.get("LOOPLINE_PARAMS_FILE")
+    yield
+    if before is None:
+        os.environ.pop("LOOPLINE_PARAMS_FILE", None)
+    else:
+        os.environ["LOOPLINE_PARAMS_FILE"] = before
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipelines.config import ConfigError, Params, load_params
+from pipelines.config import PARAMS_FILE_ENV, ConfigError, Params, edit_target, load_params
 
 log = logging.getLogger("loopline")
 
@@ -29,7 +30,10 @@ def setup_logging(verbose: bool = False) -> None:
 def params_or_exit(path: Path) -> Params:
     """The validated params, or one line naming the file and key and exit 2."""
     try:
-        return load_params(path)
+        params = load_params(path)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    # messages about a parameter name the file the user edits (the profile behind a `loopline run` copy)
+    os.environ[PARAMS_FILE_ENV] = edit_target(path, path.read_text(encoding="utf-8"))
+    return params

@@ -78,7 +78,8 @@ def test_every_shipped_profile_declares_every_key_its_pipeline_reads(path: Path)
     raw = yaml.safe_load(path.read_text())
     assert [k for k in pipeline_param_keys(pipeline) if not has_key(raw, k)] == []
     text = path.read_text()
-    assert workspace_params_text(text, load_params(path), pipeline, profile=str(path)) == text
+    out = workspace_params_text(text, load_params(path), pipeline, profile=str(path))
+    assert out.endswith(text) and out.startswith(f"# loopline: edit {path}\n")
 
 
 def test_a_profile_that_leaves_sections_to_the_defaults_gets_them_in_its_workspace(tmp_path: Path) -> None:
@@ -93,7 +94,8 @@ def test_a_profile_that_leaves_sections_to_the_defaults_gets_them_in_its_workspa
     (tmp_path / "p.yaml").write_text(text)
     params = load_params(tmp_path / "p.yaml")
     out = workspace_params_text(text, params, pipeline, profile="p.yaml")
-    assert out.startswith(text) and "leaves to the defaults" in out and "(quantize, predict)" in out
+    assert out.split("\n", 2)[2].startswith(text) and "leaves to the defaults" in out
+    assert "(quantize, predict)" in out
     merged = yaml.safe_load(out)
     assert all(has_key(merged, k) for k in keys)
     assert merged["predict"]["scorer"] == "auto" and load_params_text(out) == params
@@ -157,3 +159,23 @@ def test_hotel_profile_retrains_every_other_month_and_refits_every_third_time() 
     assert modes == ["stateful", "stateful", "stateless"]
     assert p.retrain.refit_on_gate_failure
     assert p.retrain.backtest.split_on == "label_time" and p.retrain.backtest.label_maturity_days == 0
+
+
+def test_messages_about_parameters_name_the_profile_not_the_workspace_copy(tmp_path: Path) -> None:
+    """`fix evaluate.slices in params.yaml` named the copy `loopline run` rewrites; the user edits the
+    profile. The copy's first line names it, and a bad key in the copy is reported against the profile."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.config import params_file
+
+    pipeline, _ = workspace_dvc_yaml(yaml.safe_load((ROOT / "dvc.yaml").read_text()), landing="/land")
+    text = (ROOT / "profiles" / "hotel.yaml").read_text()
+    copy = tmp_path / "params.yaml"
+    copy.write_text(workspace_params_text(text, load_params(ROOT / "profiles" / "hotel.yaml"), pipeline,
+                                          profile="profiles/hotel.yaml"))  # fmt: skip
+    res = CliRunner().invoke(app, ["check-params", "-p", str(copy)])
+    assert res.exit_code == 0 and params_file() == "profiles/hotel.yaml"
+    copy.write_text(copy.read_text().replace("seed:", "sed:", 1))
+    res = CliRunner().invoke(app, ["check-params", "-p", str(copy)])
+    assert res.exit_code == 2 and "profiles/hotel.yaml: sed = " in res.output, res.output
