@@ -265,13 +265,28 @@ def predict_csv(
     sink: Any,
     *,
     chunk_rows: int = CSV_CHUNK_ROWS,
+    bad_values: dict[str, list[str]] | None = None,
+    strict: bool = False,
 ) -> int:
-    """Score a CSV stream chunk by chunk; write ``[event_id,]score`` rows (repr floats: exact). Returns rows."""
+    """Score a CSV stream chunk by chunk; write ``[event_id,]score`` rows (repr floats: exact). Returns rows.
+
+    A value that is not a number in a numeric column is scored as missing (as in training) and collected in
+    ``bad_values`` (column -> values), for the caller to report; with ``strict`` it stops the run instead."""
     writer = csv.writer(sink, lineterminator="\n")
     needed = fs.input_columns(spec)
     n = 0
     wrote_header = False
     for chunk in iter_csv_columns(source, needed=needed, chunk_rows=chunk_rows):
+        found = fs.unparsable_numbers(spec, chunk)
+        if found and strict:
+            col, vals = next(iter(found.items()))
+            raise EdgeError(
+                f"input CSV: {sum(map(len, found.values()))} value(s) that are not numbers in numeric columns, "
+                f"e.g. {col}={vals[0]!r}; fix the input, or drop --strict to score them as missing"
+            )
+        for col, vals in found.items():
+            if bad_values is not None:
+                bad_values.setdefault(col, []).extend(vals)
         scores = model.predict_columns(spec, chunk)
         ids = chunk.get("event_id")
         if not wrote_header:
@@ -298,23 +313,27 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--output", default=None, help="scores CSV to write (default: standard output)")
     ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per interpreter call")
     ap.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime's)")
+    ap.add_argument("--strict", action="store_true",
+                    help="stop at a value that is not a number in a numeric column (default: score it as missing, "
+                    "count and report it)")  # fmt: skip
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     started = time.perf_counter()
+    bad: dict[str, list[str]] = {}
     try:
         spec = load_spec_file(args.spec)
         model = EdgeModel(args.model, batch_size=args.batch_size, num_threads=args.threads)
         with open(args.input, newline="", encoding="utf-8") as src:
             if args.output is None:
-                n = predict_csv(model, spec, src, sys.stdout)
+                n = predict_csv(model, spec, src, sys.stdout, bad_values=bad, strict=args.strict)
             else:
                 tmp = f"{args.output}.tmp-{os.getpid()}"
                 try:
                     with open(tmp, "w", newline="", encoding="utf-8") as out:
-                        n = predict_csv(model, spec, src, out)
+                        n = predict_csv(model, spec, src, out, bad_values=bad, strict=args.strict)
                     os.replace(tmp, args.output)  # atomic: a reader never sees half a file
                 finally:
                     if os.path.exists(tmp):
@@ -327,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"output {model.output_kind}) in {time.perf_counter() - started:.2f} s",
         file=sys.stderr,
     )
+    if bad:
+        what = "; ".join(
+            f"{c}: {len(v)} (e.g. {', '.join(map(repr, dict.fromkeys(v[:3])))})" for c, v in bad.items()
+        )
+        print(f"edge-predict: WARNING {sum(map(len, bad.values()))} value(s) were not numbers and were scored as "
+              f"missing: {what}; --strict stops instead", file=sys.stderr)  # fmt: skip
     if os.environ.get(REPORT_MODULES_ENV):
         print("loaded-modules: " + json.dumps(sorted(sys.modules)), file=sys.stderr)
     return 0

@@ -60,6 +60,7 @@ __all__ = [
     "spec_digest",
     "stable_hash",
     "transform",
+    "unparsable_numbers",
 ]
 
 FORMAT = "loopline-feature-spec"
@@ -68,7 +69,10 @@ UNKNOWN = "__unknown__"
 MISSING_TOKEN = "\x1e"  # ASCII record separator (numpy strips a trailing NUL from str arrays)
 CROSS_SEP = "\x1f"
 _TILE_BYTES = 1 << 20  # transform fills its output in row tiles of about this size (cache-resident)
-_MISSING_TEXT = frozenset({"", "NA", "NaN", "nan", "NULL", "null", "None", "N/A", "<NA>"})
+# what a CSV cell means by "missing": config.MISSING_MARKERS (the ETL's markers; a test keeps them equal), <NA>
+_MISSING_TEXT = frozenset(
+    {"", "NA", "N/A", "n/a", "#N/A", "NULL", "null", "NaN", "nan", "None", "?", "-", "<NA>"}
+)
 _US_PER_DAY = 86_400_000_000
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 SCALINGS = ("standard", "minmax", "log", "none")
@@ -245,6 +249,27 @@ def as_float(values: Any) -> np.ndarray:
                 except ValueError:
                     out[i] = np.nan
     out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def unparsable_numbers(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> dict[str, list[str]]:
+    """For each numeric input given as text: the present values that are not finite numbers (they would be
+    scored as missing). Empty when every value parses; callers count and report them (never silently)."""
+    out: dict[str, list[str]] = {}
+    for col, kind in (spec.get("inputs") or {}).items():
+        if kind != "numeric" or col not in columns or isinstance(columns[col], Coded):
+            continue
+        arr = np.asarray(columns[col]).ravel()
+        if arr.dtype.kind in "fiub":
+            continue
+        text, missing = (
+            _object_to_text(arr)
+            if arr.dtype.kind == "O"
+            else (arr.astype(str), _text_missing(arr.astype(str)))
+        )
+        bad = ~missing & np.isnan(as_float(text))
+        if bad.any():
+            out[col] = text[bad].tolist()
     return out
 
 

@@ -138,6 +138,44 @@ def test_edge_cli_errors_name_the_problem(case, rows, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_value_that_is_not_a_number_is_counted_and_reported_never_scored_silently(case, rows, tmp_path):
+    """`amount=abc` was scored as missing with exit 0 and no word. Now it is still scored as missing (as in
+    training), and the run says how many values, in which columns, with examples; --strict stops instead."""
+    frame, _, csv_path = rows
+    lines = csv_path.read_text().splitlines()
+    header = lines[0].split(",")
+    at = header.index("amount")
+    for i, bad in ((1, "abc"), (2, "abc"), (3, "12,5")):
+        cells = lines[i].split(",")
+        cells[at] = f'"{bad}"'
+        lines[i] = ",".join(cells)
+    edited = tmp_path / "rows.csv"
+    edited.write_text("\n".join(lines) + "\n")
+    model, spec_path = str(case["tflite"] / "float32.tflite"), str(case["model"] / "spec.json")
+    r = _run_edge(
+        "--model", model, "--spec", spec_path, "--input", str(edited), "--output", str(tmp_path / "s.csv")
+    )
+    assert r.returncode == 0, r.stderr
+    assert (
+        "WARNING 3 value(s) were not numbers and were scored as missing: amount: 3 (e.g. 'abc', '12,5')"
+        in r.stderr
+    )
+    assert len(pd.read_csv(tmp_path / "s.csv")) == len(frame)
+    r = _run_edge("--model", model, "--spec", spec_path, "--input", str(edited), "--strict")
+    assert r.returncode == 2 and "e.g. amount='abc'" in r.stderr
+    clean = _run_edge(
+        "--model", model, "--spec", spec_path, "--input", str(csv_path), "--output", str(tmp_path / "c.csv")
+    )
+    assert clean.returncode == 0 and "WARNING" not in clean.stderr
+
+
+def test_the_edge_and_the_etl_mean_the_same_by_a_missing_cell():
+    from pipelines.config import MISSING_MARKERS
+
+    assert set(MISSING_MARKERS) <= fs._MISSING_TEXT
+
+
+@pytest.mark.slow
 def test_loopline_edge_predict_delegates_to_the_edge_cli(case, rows, tmp_path):
     frame, _, csv_path = rows
     out = tmp_path / "s.csv"
