@@ -85,6 +85,9 @@ def edge_predict(
     output: Annotated[str | None, typer.Option(help="scores CSV (default: standard output)")] = None,
     batch_size: Annotated[int, typer.Option(help="rows per interpreter call")] = 1024,
     threads: Annotated[int | None, typer.Option(help="interpreter threads")] = None,
+    strict: Annotated[
+        bool, typer.Option(help="stop at a value that is not a number in a numeric column")
+    ] = False,
 ) -> None:
     """Score a CSV on the edge runtime (numpy + TFLite only); same as `python -m pipelines.edge`."""
 
@@ -93,6 +96,8 @@ def edge_predict(
         argv += ["--output", output]
     if threads is not None:
         argv += ["--threads", str(threads)]
+    if strict:
+        argv += ["--strict"]
     raise typer.Exit(edge_main(argv))
 
 
