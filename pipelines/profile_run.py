@@ -25,9 +25,11 @@ anyway), and the files are neither copied nor cached twice.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -242,6 +244,26 @@ def prepare_workspace(
     return ws
 
 
+RUN_STATUS = "run_status.json"  # the last `loopline run`: when it started, its exit code, the failed stage
+_FAILED_RE = re.compile(r"ERROR: failed to reproduce '([^']+)': (.*)")
+
+
+def _repro(cmd: list[str], ws: Path) -> tuple[int, dict[str, str] | None]:
+    """Run ``dvc repro`` with its output passed through; return its exit code and the stage that failed
+    (``{"failed_stage", "error"}``, from DVC's own "failed to reproduce" line)."""
+    failed: dict[str, str] | None = None
+    with subprocess.Popen(
+        cmd, cwd=ws, env=_env(), stderr=subprocess.PIPE, text=True, errors="replace"
+    ) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            m = _FAILED_RE.search(line)
+            if m and failed is None:
+                failed = {"failed_stage": m.group(1), "error": m.group(2).strip()}
+    return proc.returncode, failed
+
+
 def run_profile(
     root: Path, name: str, *, until: str | None = None, landing: str | None = None, force: bool = False
 ) -> tuple[int, Path]:
@@ -252,7 +274,11 @@ def run_profile(
         raise ValueError(f"--until {until}: no such stage; stages: {list(stages)}")
     cmd = [_dvc(), "repro", *(["--force"] if force else []), *([until] if until else [])]
     log.info("%s: %s", ws, " ".join(cmd))
-    rc = subprocess.run(cmd, cwd=ws, env=_env()).returncode
+    started = dt.datetime.now(dt.UTC)
+    rc, failed = _repro(cmd, ws)
+    status = {"started": started.isoformat(), "returncode": rc, **(failed or {})}
+    (ws / "reports").mkdir(parents=True, exist_ok=True)
+    (ws / "reports" / RUN_STATUS).write_text(json.dumps(status, indent=2) + "\n", encoding="utf-8")
     if "report" not in stages or until not in (None, "report"):
         # Stopped early (or no report stage): the index still shows what ran, the rest as "not run".
 

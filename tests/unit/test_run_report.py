@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -97,3 +98,39 @@ def test_a_retrain_that_retrained_nothing_says_so_and_the_metrics_agree(tmp_path
     )
     page = write_run_report(reports=r, registry=None, benchmarks=None, out=r / "index.html").read_text()
     assert 'class="kpi na"><h3>Retrain' in page and "retrain = false" in page
+
+
+def test_a_failed_run_names_its_stage_and_marks_older_figures(tmp_path: Path) -> None:
+    """After a failed `loopline run` the summary printed the previous run's gate line as if current, and no
+    word of the failure. DVC's own "failed to reproduce" line names the stage (a real dvc repro here)."""
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.profile_run import _repro
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=ws, check=True)
+    (ws / "dvc.yaml").write_text(
+        "stages:\n  evaluate:\n    cmd: python -c \"raise SystemExit('slice column x is missing')\"\n"
+    )
+    rc, failed = _repro([dvc, "repro"], ws)
+    assert rc != 0 and failed is not None and failed["failed_stage"] == "evaluate"
+
+    r = tmp_path / "reports"
+    _write(r / "registry" / "register.json", {"version": "v1", "status": "champion", "champion_after": "v1"})
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).timestamp()
+    os.utime(r / "registry" / "register.json", (old, old))
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    _write(r / "etl" / "manifest.json", {"totals": {"rows_read": 10, "rows_loaded": 10, "rows_quarantined": 0,
+                                                      "files_processed": 1}, "partitions_written": ["d"]})  # fmt: skip
+    _write(r / "run_status.json", {"started": started.isoformat(), "returncode": 1, **failed})
+    text = summarize(r)
+    assert f"FAILED at evaluate: {failed['error']}" in text
+    assert "Gate       v1: champion; champion v1  (from an earlier run)" in text
+    etl_line = next(line for line in text.splitlines() if line.startswith("ETL"))
+    assert "earlier run" not in etl_line
+    _write(r / "run_status.json", {"started": started.isoformat(), "returncode": 0})
+    assert "FAILED" not in summarize(r) and "earlier run" not in summarize(r)
