@@ -93,9 +93,10 @@ def read_csv_strings(
             count_data_lines(data),
         )
     malformed: list[tuple[int | None, str]] = []
+    data, unterminated = split_unterminated_quotes(data, delimiter)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        malformed.append((row.number, row.text))
+        malformed.append((None if row.number is None else _original_line(row.number, unterminated), row.text))
         return "skip"
 
     def read(types: dict[str, pa.DataType]) -> pa.Table:
@@ -114,12 +115,48 @@ def read_csv_strings(
         )
 
     as_text = {c: pa.string() for c in columns}
+    found = [(n, text) for n, text in unterminated]
     if typed:
         try:
-            return read({**as_text, **{c: t for c, t in typed.items() if c in as_text}}), malformed
+            return read({**as_text, **{c: t for c, t in typed.items() if c in as_text}}), found + malformed
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             malformed.clear()  # some value does not convert: the per-row path below finds which
-    return read(as_text), malformed
+    return read(as_text), found + malformed
+
+
+def _open_quote(line: bytes, delimiter: str) -> bool:
+    """Whether a quote opened at the start of a field is still open at the end of ``line`` (a quote inside
+    an unquoted field, as in 5'10", is a literal character, for Arrow's parser as for Python's)."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r")
+    try:
+        list(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error:
+        return True
+    return False
+
+
+def split_unterminated_quotes(data: bytes, delimiter: str = ",") -> tuple[bytes, list[tuple[int, str]]]:
+    """Take out the physical lines whose quotes do not close (an odd number of ``"``): values may not span
+    lines here, so such a line is malformed on its own, and left in, the parser would read every line after
+    it as one quoted value (one bad quote on line 12 swallowed 89 good rows). Returns the data without them
+    and ``(line number, text)`` of each (line 1 is the header)."""
+    if b'"' not in data:
+        return data, []
+    lines = data.split(b"\n")
+    bad = [i for i, line in enumerate(lines) if line.count(b'"') % 2 and _open_quote(line, delimiter)]
+    if not bad:
+        return data, []
+    drop = set(bad)
+    kept = b"\n".join(line for i, line in enumerate(lines) if i not in drop)
+    return kept, [(i + 1, lines[i].decode("utf-8", errors="replace").rstrip("\r")) for i in bad]
+
+
+def _original_line(number: int, removed: list[tuple[int, str]]) -> int:
+    """A line number of the data without ``removed`` lines, in the original file's numbering."""
+    for line, _ in removed:  # ascending
+        if line <= number:
+            number += 1
+    return number
 
 
 def arrow_types(schema: SchemaConfig) -> dict[str, pa.DataType]:
