@@ -530,9 +530,13 @@ class PerturbationTest(_Model):
     non-negative columns; passes when the mean |score change| stays below ``max_mean_abs_delta``."""
 
     enabled: bool = True
-    columns: list[str] = Field(default_factory=list)  # empty: every numeric input of the feature spec
+    # empty: every raw numeric input of the feature spec (never the derived aggregates: counts, sums)
+    columns: list[str] = Field(default_factory=list)
     scale: float = Field(default=0.05, gt=0, le=1)
-    max_mean_abs_delta: float = Field(default=0.01, gt=0, le=1)
+    # the bound; None: relative_bound x the model's own score spread (std of its scores on the tested rows),
+    # so that it means the same on a 2% and a 40% base rate
+    max_mean_abs_delta: float | None = Field(default=None, gt=0, le=1)
+    relative_bound: float = Field(default=0.25, gt=0, le=1)
 
 
 class InvarianceTest(_Model):

@@ -164,7 +164,18 @@ def slice_metrics(
 
 
 def _numeric_inputs(spec: Mapping[str, Any]) -> list[str]:
-    return [c for c, kind in spec["inputs"].items() if kind == "numeric"]
+    """The raw numeric inputs: the aggregates are derived from them (perturbing a count is no test)."""
+    derived = set((spec.get("aggregates") or {}).get("columns") or [])
+    return [c for c, kind in spec["inputs"].items() if kind == "numeric" and c not in derived]
+
+
+def perturbation_bound(cfg: Any, base: np.ndarray) -> tuple[float, str]:
+    """The perturbation test's bound and how it was set: fixed, or relative to the model's score spread."""
+    if cfg.max_mean_abs_delta is not None:
+        return float(cfg.max_mean_abs_delta), f"{cfg.max_mean_abs_delta:g}"
+    spread = float(np.std(base)) if base.size else 0.0
+    bound = max(cfg.relative_bound * spread, 1e-6)
+    return bound, f"{bound:.5f} = {cfg.relative_bound:g} x score std {spread:.5f}"
 
 
 def _perturbation(
@@ -176,6 +187,7 @@ def _perturbation(
     scale: float,
     bound: float,
     seed: int,
+    bound_text: str | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     changed = raw.copy()
@@ -197,7 +209,8 @@ def _perturbation(
         "p99_abs_delta": float(np.quantile(delta, 0.99)) if delta.size else 0.0,
         "threshold": bound,
         "passed": bool(stat < bound),
-        "detail": f"x*(1+{scale}*N(0,1)) on {', '.join(columns)}: mean |delta score| {stat:.5f} (bound {bound})",
+        "detail": f"x*(1+{scale}*N(0,1)) on {', '.join(columns)}: mean |delta score| {stat:.5f} "
+        f"(bound {bound_text or bound})",
     }
 
 
@@ -283,6 +296,7 @@ def behavioural_tests(
         scorer = scorers[name]
         base = score_frame(scorer, raw)
         tests = []
+        bound, bound_text = perturbation_bound(cfg.perturbation, base)
         if cfg.perturbation.enabled and pert_cols:
             tests.append(
                 _perturbation(
@@ -291,7 +305,8 @@ def behavioural_tests(
                     base,
                     columns=pert_cols,
                     scale=cfg.perturbation.scale,
-                    bound=cfg.perturbation.max_mean_abs_delta,
+                    bound=bound,
+                    bound_text=bound_text,
                     seed=seed,
                 )
             )

@@ -685,7 +685,7 @@ def infer_profile(
                     "enabled": bool(numeric_cols),
                     "columns": [],
                     "scale": 0.05,
-                    "max_mean_abs_delta": 0.02,
+                    "max_mean_abs_delta": None,  # relative to the model's own score spread
                 },
                 "invariance": [],
                 "directional": [],
