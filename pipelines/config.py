@@ -595,6 +595,14 @@ class EvaluateConfig(_Model):
     behavioural: BehaviouralConfig = BehaviouralConfig()
 
 
+class ModelCardConfig(_Model):
+    """The model card's words for this data (pipelines/registry.py); neutral when unset."""
+
+    events: str | None = None  # what one scored row is, e.g. "card payments"; None: "events"
+    positive: str | None = None  # what the positive class means, e.g. "fraud"; None: "the positive class"
+    intended_use: str | None = None  # the card's intended-use paragraph; None: a neutral one from the above
+
+
 class GateConfig(_Model):
     """The promotion gate (pipelines/registry.py): every check must pass for a version to become champion."""
 
@@ -606,6 +614,7 @@ class GateConfig(_Model):
     slice_margins: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)  # per column
     require_behavioural: bool = True
     near_miss: Literal["challenger", "reject"] = "challenger"  # only the champion check failed -> challenger
+    card: ModelCardConfig = ModelCardConfig()
 
 
 class MonitorReferenceConfig(_Model):

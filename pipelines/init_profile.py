@@ -691,7 +691,11 @@ def infer_profile(
                 "directional": [],
             },
         },
-        "gate": d.gate.model_dump(mode="json"),
+        "gate": {
+            **d.gate.model_dump(mode="json"),
+            # the card's words: neutral, from the data's own names (edit them to say what a row and the label are)
+            "card": {"events": f"{name} rows", "positive": f"{label} = {positive}", "intended_use": None},
+        },
     }
     parse_params(params, source=Path(f"profiles/{name}.yaml"))  # a proposal that does not validate is a bug
     stats = {

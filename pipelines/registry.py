@@ -295,6 +295,20 @@ def set_card_section(card: str, section: str, body: str) -> str:
     return card[: i + len(begin)] + "\n" + body.strip() + "\n" + card[j:]
 
 
+def intended_use(card: Mapping[str, Any]) -> str:
+    """The card's intended-use paragraph: the profile's own (gate.card.intended_use), or a neutral one in its
+    words for the events and the positive class (before: card payments and cardholders on any data set)."""
+    if card.get("intended_use"):
+        return str(card["intended_use"]).strip()
+    events, positive = card.get("events") or "events", card.get("positive") or "the positive class"
+    return (
+        f"Scores {events} with the probability of {positive}, for ranking them for review and for batch "
+        "scoring. Decisions at a threshold should be taken on the calibrated score and re-checked against the "
+        "current label rate. Not for use on data from sources or segments absent from the training window, nor "
+        "as the sole basis of an adverse decision about a person."
+    )
+
+
 def model_card(
     *, version: str, lineage: Mapping[str, Any], evaluation: Mapping[str, Any], gate: Mapping[str, Any] | None
 ) -> str:
@@ -312,11 +326,7 @@ def model_card(
         "",
         "## Intended use",
         "",
-        "Scores card-payment events (or the configured source's events) with the probability of the positive",
-        "class (fraud), for ranking events for review and for batch scoring. Decisions at a threshold should be",
-        "taken on the calibrated score and re-checked against the current label rate. Not for use on events",
-        "from sources, countries or channels absent from the training window, nor as the sole basis of an",
-        "adverse decision about a cardholder.",
+        intended_use((gate or {}).get("settings", {}).get("card") or {}),
         "",
         "## Data",
         "",

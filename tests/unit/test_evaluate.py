@@ -205,6 +205,20 @@ def test_model_card_quantization_section_can_be_filled() -> None:
     filled = set_card_section(card, "quantization", "| variant | size |\n|---|---|\n| int8 | 12 kB |")
     assert "| int8 | 12 kB |" in filled and "Not quantized yet" not in filled
     assert set_card_section(filled, "quantization", "QUANT-2").count("QUANT-2") == 1
+    # the intended use speaks of the data's own events: neutral by default (it spoke of card payments and
+    # cardholders on a weather data set), the profile's words when gate.card sets them
+    assert "card" not in card.split("## Intended use")[1].split("##")[0].lower()
+    assert "Scores events with the probability of the positive class" in card
+    from pipelines.config import ModelCardConfig
+
+    worded = GateConfig(card=ModelCardConfig(events="daily weather records", positive="rain tomorrow"))
+    card = model_card(
+        version="v1", lineage={}, evaluation=ev, gate=gate_decision(ev, champion=None, cfg=worded)
+    )
+    assert "Scores daily weather records with the probability of rain tomorrow" in card
+    own = GateConfig(card=ModelCardConfig(intended_use="Only for the demo."))
+    card = model_card(version="v1", lineage={}, evaluation=ev, gate=gate_decision(ev, champion=None, cfg=own))
+    assert "## Intended use\n\nOnly for the demo.\n" in card
 
 
 def test_the_perturbation_bound_follows_the_models_own_score_spread() -> None:
