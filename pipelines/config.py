@@ -335,13 +335,10 @@ class LabelingFunctionOptions(_Model):
 class LabelingConfig(_Model):
     """Weak supervision, hand labels and the active-learning queue (pipelines/labeling.py)."""
 
-    functions: list[str] = Field(
-        default_factory=lambda: [
-            "foreign_online", "amount_spike", "new_device", "risky_category", "velocity_burst",
-            "night_time", "domestic_pos_known_device", "logreg_model",
-        ],
-        min_length=1,
-    )  # fmt: skip
+    # the labeling functions that vote; the default works on any schema (a cross-fitted model on gold labels).
+    # The card-payment heuristics (foreign_online, amount_spike, new_device, risky_category, velocity_burst,
+    # night_time, domestic_pos_known_device) vote only where a profile lists them, as the fraud example does.
+    functions: list[str] = Field(default_factory=lambda: ["logreg_model"], min_length=1)
     options: LabelingFunctionOptions = LabelingFunctionOptions()
     label_model: Literal["dawid_skene", "weighted_vote"] = "dawid_skene"
     em_max_iter: int = Field(default=200, ge=1)

@@ -112,3 +112,10 @@ def test_params_show_prints_every_key_with_its_origin(tmp_path: Path) -> None:
     changed = CliRunner().invoke(app, ["params", "show", "--changed", "--json", "-p", str(path)])
     keys = [r["key"] for r in json.loads(changed.output)]
     assert "train.keras.epochs" in keys and "train.keras.patience" not in keys
+
+
+def test_the_card_payment_heuristics_vote_only_where_a_profile_lists_them() -> None:
+    """A weather profile carried card-payment labeling functions and their options by default."""
+    bare = parse_params({"schema": {"columns": [{"name": "temp", "type": "float"}]}})
+    assert bare.labeling.functions == ["logreg_model"]
+    assert "risky_category" in load_params(ROOT / "params.yaml").labeling.functions  # the fraud example
