@@ -35,6 +35,7 @@ __all__ = [
     "SourceConfig",
     "SyntheticConfig",
     "ValidationConfig",
+    "cross_check",
     "edit_target",
     "load_params",
     "params_comments",
@@ -583,7 +584,9 @@ class EvaluateConfig(_Model):
     ece_bins: int = Field(default=10, ge=2, le=1000)
     ece_strategy: Literal["uniform", "quantile"] = "uniform"  # equal-width or equal-mass bins
     calibration: Literal["none", "isotonic", "platt"] = "isotonic"  # fitted on valid, applied to test
-    slices: list[str] = Field(default_factory=lambda: ["merchant_category", "country", "channel"])
+    slices: list[str] = Field(
+        default_factory=list
+    )  # any declared column, feature or not; the example sets its own
     slice_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"  # roc_auc: comparable across base rates
     min_slice_size: int = Field(default=500, ge=1)  # rows; smaller slices are listed, never flagged
     min_slice_positives: int = Field(default=10, ge=1)  # an AUC on fewer positives is noise
@@ -861,9 +864,49 @@ def parse_params(raw: dict[str, Any], *, source: Path = DEFAULT_PARAMS) -> Param
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(source, err, raw)) from None
+    problems = cross_check(params)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    return params
+
+
+def cross_check(p: Params) -> list[str]:
+    """What no single section can check: the columns one section names exist where another puts them. One
+    line per problem, naming the key and the fix (before, each surfaced mid-run, in the stage that needed it)."""
+    declared = {c.name for c in p.schema.columns} | {p.schema.entity_key}
+    problems: list[str] = []
+
+    def need(key: str, names: list[str], *, allowed: set[str] = declared, why: str = "") -> None:
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            problems.append(f"{key} names {bad}, which schema.columns does not declare{why}; "
+                            f"declared: {sorted(declared)}")  # fmt: skip
+
+    need("evaluate.slices", list(p.evaluate.slices))
+    if p.quantize.slices is not None:
+        need("quantize.slices", list(p.quantize.slices))
+    need("predict.extra_columns", list(p.predict.extra_columns))
+    if p.sampling.method == "importance":
+        need("sampling.importance.column", [p.sampling.importance.column])
+    if p.features.aggregates.value_column is not None:
+        need("features.aggregates.value_column", [p.features.aggregates.value_column])
+    beh = p.evaluate.behavioural
+    tested = [
+        *beh.perturbation.columns,
+        *(t.column for t in beh.invariance),
+        *(t.column for t in beh.directional),
+    ]
+    need("evaluate.behavioural", tested)
+    removed = sorted(set(tested) & (set(p.features.drop) | {p.schema.entity_key}))
+    if removed:
+        problems.append(f"evaluate.behavioural tests {removed}, which the model never sees (features.drop or the "
+                        "entity key): test raw inputs of the model, or remove the test")  # fmt: skip
+    return (
+        problems  # the source's own mapping (renames, drop) is checked by its adapter: check-params builds it
+    )
 
 
 def edit_target(path: str | Path, text: str) -> str:

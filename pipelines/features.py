@@ -739,8 +739,14 @@ def write_feature_splits(
     import pyarrow as pa  # pandas -> Arrow conversion only here; the rest of the module is pandas/numpy
 
     inputs = [c for c in fs.input_columns(spec) if c != "event_time"]
+    # every declared column rides along, feature or not (features.drop): evaluation slices on any of them
+    declared = [c.name for c in schema.columns]
     for name, frame in frames.items():
-        keep = [c for c in dict.fromkeys((*META_COLUMNS, schema.entity_key, *inputs)) if c in frame.columns]
+        keep = [
+            c
+            for c in dict.fromkeys((*META_COLUMNS, schema.entity_key, *inputs, *declared))
+            if c in frame.columns
+        ]
         clash = set(keep) & set(spec["feature_names"])
         if clash:
             raise ValueError(f"feature names {sorted(clash)} collide with raw columns; rename the columns")

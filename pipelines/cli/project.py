@@ -10,8 +10,9 @@ import typer
 import yaml
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.config import params_comments, params_origins
+from pipelines.config import edit_target, params_comments, params_origins
 from pipelines.profile_run import pipeline_param_keys
+from pipelines.sources import adapter_for
 
 app = typer.Typer()
 params_app = typer.Typer(help="Every parameter with its value and origin (the file, or the code's default).")
@@ -22,6 +23,11 @@ app.add_typer(params_app, name="params")
 def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
     """Validate a params file and print its sections."""
     p = params_or_exit(params)
+    try:
+        adapter_for(p)  # the source's mapping: renames, drop, label and time columns
+    except ValueError as err:
+        typer.echo(f"error: {edit_target(params, params.read_text(encoding='utf-8'))}: {err}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"{params}: ok (source={p.source.kind}, {len(p.schema.columns)} columns)")
 
 

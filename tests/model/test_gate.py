@@ -154,3 +154,20 @@ def test_champion_with_another_spec_is_rescored_with_its_own(world, tmp_path, sy
         pr_auc(own["label"].astype(int).to_numpy(), p), abs=1e-9
     )
     assert np.isfinite(cmp["slices"]["whole"])
+
+
+def test_a_slice_on_a_column_that_is_not_a_feature(tmp_path, synthetic_lake, params) -> None:
+    """Slicing on a column the model does not use (features.drop) is a normal wish: the split files carry
+    every declared column, and the evaluation slices on it."""
+    from pipelines.evaluate import slice_metrics
+
+    features = build_features(
+        synthetic_lake / "lake", tmp_path, params, features_update={"drop": ["country"]}
+    )
+    test = pd.read_parquet(features / "test.parquet")
+    spec = json.loads((features / "spec.json").read_text())
+    assert "country" in test.columns and "country" not in spec["inputs"]
+    y = test["label"].to_numpy()
+    rows = slice_metrics(test, y, y * 0.9 + 0.05, columns=["country"], metric="roc_auc", min_size=1,
+                       min_positives=1, margin=0.05)  # fmt: skip
+    assert {r["column"] for r in rows["rows"]} == {"country"}

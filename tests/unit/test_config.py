@@ -119,3 +119,24 @@ def test_the_card_payment_heuristics_vote_only_where_a_profile_lists_them() -> N
     bare = parse_params({"schema": {"columns": [{"name": "temp", "type": "float"}]}})
     assert bare.labeling.functions == ["logreg_model"]
     assert "risky_category" in load_params(ROOT / "params.yaml").labeling.functions  # the fraud example
+
+
+def test_sections_that_name_columns_are_cross_checked_at_load() -> None:
+    """check-params passed a profile whose slices or behavioural tests named columns the model never sees;
+    the run failed later, in the stage that needed them. Now loading names the key and the fix."""
+    raw = _raw()
+    raw["evaluate"]["slices"] = ["country", "continent"]
+    with pytest.raises(ConfigError, match=r"evaluate\.slices names \['continent'\], which schema\.columns"):
+        parse_params(raw, source=Path("profiles/x.yaml"))
+    raw = _raw()
+    raw["features"]["drop"] = ["merchant_id"]  # the invariance test swaps merchant_id
+    with pytest.raises(
+        ConfigError, match=r"evaluate\.behavioural tests \['merchant_id'\], which the model never"
+    ):
+        parse_params(raw)
+    raw = _raw()
+    raw["features"]["drop"] = ["country"]
+    assert "country" in parse_params(raw).evaluate.slices  # a slice need not be a feature
+    raw["predict"]["extra_columns"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"predict\.extra_columns names \['nope'\]"):
+        parse_params(raw)
