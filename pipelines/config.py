@@ -163,6 +163,8 @@ class GenericSourceConfig(_Model):
     # CSV cells that mean "missing" (exact match, after no trimming); [] : only the empty cell
     null_values: list[str] = Field(default_factory=lambda: list(MISSING_MARKERS))
     rename: dict[str, str] = Field(default_factory=dict)  # raw name -> event-table name
+    # columns added with one value for every row, e.g. {series: all}: the entity of a single time series
+    constants: dict[str, str] = Field(default_factory=dict)
     event_id: str | None = None  # raw id column; None: derived from file name + row number
     time_column: str = "event_time"
     time_format: str | None = None  # strptime format; None: ISO 8601

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 NULL_TOKENS = list(MISSING_MARKERS)
 NUMERIC_LOOKING = 0.9  # a category whose values are mostly numbers: warned (a missing marker we do not know?)
 RESERVED = {"event_id", "event_time", "label", "label_time"}
+SERIES = "series"  # the constant entity of a single time series
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ID_NAME_RE = re.compile(r"(^id$|_id$|^id_|Id$|_key$|^uuid|_uuid$|_no$|_number$)", re.IGNORECASE)
 ENTITY_NAME_RE = re.compile(
@@ -467,13 +468,11 @@ def infer_profile(
             if i.kind in ("category", "int") and i.role in ("feature", "excluded") and 1 < i.n_unique < n
             and ENTITY_NAME_RE.search(raw)
         ]  # fmt: skip
-        if not cands:
-            raise ValueError(
-                "no entity column found (a customer/account/card/user id that repeats); pass --entity COL "
-                f"naming one of {[c for c in df.columns if c not in (label, time)]}"
-            )
-        entity_col = max(cands, key=lambda c: c[1].n_unique)[0]
-        infos[entity_col].role = "entity"
+        if cands:
+            entity_col = max(cands, key=lambda c: c[1].n_unique)[0]
+            infos[entity_col].role = "entity"
+        # else: one time series (no customer/account/card id repeats): a constant entity, added by the adapter,
+        # so that the per-entity windows are the series' own rolling windows, still strictly point-in-time
     elif entity is not None:
         infos[entity].role = "entity"
 
@@ -533,8 +532,16 @@ def infer_profile(
 
     # --- the schema
     rename = {raw: i.name for raw, i in infos.items() if i.kind != "core" and raw != i.name}
-    entity_name = infos[entity_col].name
+    constants: dict[str, str] = {}
     columns: list[dict[str, Any]] = []
+    if entity_col is None:
+        entity_name = _sanitize(SERIES, {i.name for i in infos.values()} | RESERVED)
+        constants[entity_name] = "all"
+        columns.append({"name": entity_name, "type": "string", "nullable": False,
+                        "description": "one series: no column identifies an entity, so every row belongs to this "
+                        "constant one (source.generic.constants); pass --entity COL if one does"})  # fmt: skip
+    else:
+        entity_name = infos[entity_col].name
     hash_vocab = 0
     for raw, info in infos.items():
         if info.role not in ("feature", "entity"):
@@ -607,6 +614,7 @@ def infer_profile(
                 "pattern": pattern,
                 "delimiter": delimiter,
                 "null_values": NULL_TOKENS,
+                "constants": constants,
                 "rename": rename,
                 "event_id": event_id,
                 "time_column": time,

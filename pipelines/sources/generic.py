@@ -178,7 +178,12 @@ class GenericAdapter:
                 )
             table = table.rename_columns(targets)
 
-        # 3. The core columns.
+        # 3. Constant columns (a single series' entity key), unless the file has them.
+        for name, value in cfg.constants.items():
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+
+        # 4. The core columns.
         time_col = self._find(table, cfg.time_column, key="time_column", path=path, rows=rows)
         label_col = self._find(table, cfg.label_column, key="label_column", path=path, rows=rows)
         event_time = table.column(time_col)

@@ -153,3 +153,34 @@ def test_hotel_profile_end_to_end_through_evaluation(tmp_path: Path, hotel_zip: 
     assert metrics["test"]["xgboost"]["pr_auc"] > metrics["test"]["baseline_heuristic"]["pr_auc"]
     print(f"hotel through evaluate: {elapsed:.0f} s, test ROC-AUC {metrics['primary_roc_auc']:.3f}, "
           f"PR-AUC {metrics['primary_pr_auc']:.3f}")  # fmt: skip
+
+
+def test_a_single_daily_series_runs_through_evaluation_without_an_entity(tmp_path: Path) -> None:
+    """A weather-like daily series (one row a day, no id, `NA` for missing values): init once stopped at
+    "no entity column found"; now the whole pipeline runs on it with no edits, and its rolling windows are the
+    series' own (a constant entity)."""
+    project = tmp_path / "project"
+    _copy_project(project)
+    rng = np.random.default_rng(3)
+    days = 1100
+    t = pd.date_range("2012-01-01", periods=days, freq="D")
+    season = np.sin(2 * np.pi * np.arange(days) / 365.25)
+    humidity = np.clip(60 + 20 * -season + rng.normal(0, 10, days), 5, 100)
+    rain = rng.random(days) < 1 / (1 + np.exp(-(humidity - 65) / 8))
+    temp = np.round(12 + 8 * season + rng.normal(0, 3, days), 1).astype(object)
+    temp[rng.random(days) < 0.03] = "NA"
+    land = tmp_path / "weather"
+    land.mkdir()
+    pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "temp_max": temp, "humidity": np.round(humidity, 1),
+                  "rain_tomorrow": np.where(rain, "yes", "no")}).to_csv(land / "seattle.csv", index=False)  # fmt: skip
+    init = _run([str(BIN / "loopline"), "init", "--from", str(land / "seattle.csv"), "--label", "rain_tomorrow",
+                 "--time", "date", "--positive", "yes", "--name", "weather"], project)  # fmt: skip
+    assert init.returncode == 0, init.stdout + init.stderr
+    profile = yaml.safe_load((project / "profiles" / "weather.yaml").read_text())
+    assert profile["schema"]["entity_key"] == "series"
+    assert {c["name"]: c["type"] for c in profile["schema"]["columns"]}["temp_max"] == "float"
+    run = _run([str(BIN / "loopline"), "run", "--profile", "weather", "--until", "evaluate"], project)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    ws = project / "runs" / "weather"
+    metrics = json.loads((ws / "reports" / "evaluation" / "metrics.json").read_text())
+    assert metrics["primary_roc_auc"] > 0.65, metrics  # humidity carries the signal

@@ -251,3 +251,32 @@ def test_init_from_a_file_loads_that_file_only(tmp_path) -> None:
     )
     res = runner.invoke(app, ["init", "--from", str(land), "--label", "fraud", "--time", "created"])
     assert res.exit_code == 2 and "is a folder" in res.output and "--pattern" in res.output
+
+
+def _daily_series(days: int = 500, seed: int = 5) -> pd.DataFrame:
+    """One weather station, one row a day, no id of any kind (like the Seattle daily weather CSV)."""
+    rng = np.random.default_rng(seed)
+    t = pd.date_range("2012-01-01", periods=days, freq="D")
+    season = np.sin(2 * np.pi * np.arange(days) / 365.25)
+    temp = 12 + 8 * season + rng.normal(0, 3, days)
+    wind = np.abs(rng.normal(3, 1.5, days))
+    rain = (rng.random(days) < 0.25 + 0.2 * (season < 0)).astype(int)
+    df = pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "temp_max": np.round(temp, 1).astype(str),
+                       "wind": np.round(wind, 1).astype(str), "rain_tomorrow": np.r_[rain[1:], 0].astype(str)})  # fmt: skip
+    return df.astype(object)
+
+
+def test_a_single_time_series_needs_no_entity(tmp_path) -> None:
+    """init failed with "no entity column found ... pass --entity COL" on a series with no id. Now the
+    entity is a constant the adapter adds, so the per-entity windows are the series' own rolling windows."""
+    from pipelines.sources import adapter_for
+
+    df = _daily_series()
+    df.to_csv(tmp_path / "weather.csv", index=False)
+    prop = infer_profile(read_sample(tmp_path / "weather.csv"), label="rain_tomorrow", time="date",
+                         pattern="weather.csv")  # fmt: skip
+    params = parse_params(prop.params)
+    assert params.schema.entity_key == "series" and params.source.generic.constants == {"series": "all"}
+    assert params.features.aggregates.enabled
+    batch = adapter_for(params).read(str(tmp_path / "weather.csv"))
+    assert batch.table.num_rows == 500 and set(batch.table.column("series").to_pylist()) == {"all"}
