@@ -83,7 +83,10 @@ COMMON_TIME_FORMATS = [
 ]  # fmt: skip
 
 STRONG_AUC = 0.97  # the feature stage's default features.leakage.max_single_auc: it would fail the build
-WARN_AUC = 0.90
+WARN_AUC = 0.85  # "suspicious": strong for one input (a same-day outcome category scored 0.86-0.89)
+DOMINANT_AUC, DOMINANT_MARGIN = 0.75, 0.12  # one column far ahead of every other: most of the signal alone
+LAG_HINT = ("if it is only known after the event, its earlier values are still legitimate: feed yesterday's value "
+            "(a lag computed upstream) instead of today's")  # fmt: skip
 MAX_ALLOWED_VOCAB = 50  # an `allowed` list is written for smaller vocabularies
 HIGH_CARDINALITY = 30  # more distinct values than this: hashed (features.onehot_max_categories default)
 
@@ -290,6 +293,31 @@ def numbers_typed_as_categories(df: pd.DataFrame, infos: Mapping[str, ColumnInfo
                 "source.generic.null_values and run init again"
             )
     return notes
+
+
+def _echoes_label(col: pd.Series, *, positive: str, label: str) -> str | None:
+    """A category value that repeats the label's own words (the positive value 'rain' as a weather value
+    'rain'; a 'returned' status beside the label returned = yes), or None."""
+    words = {w for w in re.split(r"[^a-z]+", f"{positive} {label}".lower()) if len(w) >= 3}
+    words -= {
+        "yes",
+        "true",
+        "false",
+        "positive",
+        "label",
+        "target",
+        "class",
+        "the",
+        "and",
+        "flag",
+        "tomorrow",
+    }
+    if not words:
+        return None
+    for value in col.dropna().astype(str).str.strip().str.lower().unique()[:500]:
+        if set(re.split(r"[^a-z]+", value)) & words:
+            return str(value)
+    return None
 
 
 def _looks_like_id(info_name: str, n_unique: int, n_present: int, kind: str) -> bool:
@@ -500,6 +528,7 @@ def infer_profile(
 
     # --- columns that predict the label alone
     y_known = y_all[known]
+    aucs: dict[str, float] = {}
     for raw, info in infos.items():
         if info.role != "feature":
             continue
@@ -521,14 +550,33 @@ def infer_profile(
                    f"predicts {label} alone with single-column ROC-AUC {auc:.4f} (>= {STRONG_AUC}; the feature "
                    "stage fails the build above features.leakage.max_single_auc): a label in disguise")  # fmt: skip
             continue
+        aucs[raw] = auc
         if not np.isnan(auc) and auc >= WARN_AUC:
             warnings.append(LeakWarning(raw, "predicts_label",
                             f"single-column ROC-AUC {auc:.4f}: very strong for one input; check that it is known "
-                            "when the model scores", False))  # fmt: skip
+                            f"when the model scores; {LAG_HINT}", False))  # fmt: skip
+        echoed = _echoes_label(col, positive=positive, label=label) if info.kind == "category" else None
+        if echoed:
+            warnings.append(LeakWarning(raw, "echoes_label",
+                            f"its value {echoed!r} repeats the label's own words ({label} = {positive}): often the "
+                            f"outcome itself, recorded the same day; {LAG_HINT}", False))  # fmt: skip
         if SUSPICIOUS_NAME_RE.search(raw) or (DATE_NAME_RE.search(raw) and info.kind != "timestamp"):
             warnings.append(LeakWarning(raw, "suspicious_name",
                             "its name suggests a value written after the outcome (status/outcome/date); if so, "
                             f"add it to source.generic.drop and remove {info.name} from schema.columns", False))  # fmt: skip
+
+    # --- one column far ahead of all others: most of the signal alone (the post-outcome call duration that
+    # alone beat the whole model scored 0.79 single-column where the next column scored ~0.6)
+    ranked = sorted(
+        ((a, c) for c, a in aucs.items() if not np.isnan(a) and infos[c].role == "feature"), reverse=True
+    )
+    if len(ranked) >= 2 and ranked[0][0] >= DOMINANT_AUC and ranked[0][0] - ranked[1][0] >= DOMINANT_MARGIN:
+        (top, col), (second, other) = ranked[0], ranked[1]
+        if not any(w.column == col and w.kind == "predicts_label" for w in warnings):
+            warnings.append(LeakWarning(col, "dominant",
+                            f"single-column ROC-AUC {top:.4f}, far ahead of the next column ({other}: {second:.4f}): "
+                            f"it carries most of the signal alone; check that it is known when the model scores "
+                            f"(a duration or status measured during the outcome is not); {LAG_HINT}", False))  # fmt: skip
 
     # --- the schema
     rename = {raw: i.name for raw, i in infos.items() if i.kind != "core" and raw != i.name}

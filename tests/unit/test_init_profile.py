@@ -280,3 +280,29 @@ def test_a_single_time_series_needs_no_entity(tmp_path) -> None:
     assert params.features.aggregates.enabled
     batch = adapter_for(params).read(str(tmp_path / "weather.csv"))
     assert batch.table.num_rows == 500 and set(batch.table.column("series").to_pylist()) == {"all"}
+
+
+def test_medium_strength_leaks_get_a_suspicious_warning_not_a_drop() -> None:
+    """A same-day category in the label's own words (single-column AUC 0.87) and a post-outcome duration
+    far ahead of every other column went unflagged; the strong tier (>= 0.97) only drops labels in disguise.
+    Now they are warned (with the evidence and the lag alternative), and kept."""
+    rng = np.random.default_rng(7)
+    df = _frame(n=3000)
+    y = (df["fraud"] == "1").to_numpy()
+    note = np.where(y & (rng.random(y.size) < 0.8), "fraud review", rng.choice(["ok", "pending"], y.size))
+    prop = infer_profile(df.assign(desk_note=note), label="fraud", time="created")
+    kinds = {w.kind for w in prop.warnings if w.column == "desk_note"}
+    assert kinds == {"predicts_label", "echoes_label"} and not any(
+        w.strong for w in prop.warnings if w.column == "desk_note"
+    )
+    assert "desk_note" in [c["name"] for c in prop.params["schema"]["columns"]]
+    assert "yesterday's value" in next(w.detail for w in prop.warnings if w.kind == "echoes_label")
+
+    seconds = np.where(y, rng.normal(340, 110, y.size), rng.normal(180, 110, y.size)).clip(0).round()
+    prop = infer_profile(df.assign(call_seconds=seconds.astype(str)), label="fraud", time="created")
+    (dominant,) = [w for w in prop.warnings if w.kind == "dominant"]
+    assert (
+        dominant.column == "call_seconds"
+        and not dominant.strong
+        and "far ahead of the next column" in dominant.detail
+    )
