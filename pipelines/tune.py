@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import storage
-from pipelines.config import Params, TrainConfig, TuneConfig
+from pipelines.config import Params, TrainConfig, TuneConfig, params_file
 from pipelines.featurespec import loads_spec, spec_digest
 from pipelines.imbalance import scale_pos_weight
 from pipelines.models import SPEC_FILE, booster_params, labels, train_mask, weights
@@ -589,7 +589,57 @@ def run_workers(
         p.join()
     failed = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
     if failed:
-        raise RuntimeError(f"tuning workers failed: {failed}; see their log lines above")
+        raise RuntimeError(worker_failure(failed, workers=len(shares), max_rows=tune.max_train_rows))
+
+
+def worker_failure(failed: list[tuple[str, int | None]], *, workers: int, max_rows: int | None) -> str:
+    """What to say when tuning workers die: a SIGKILL is nearly always the kernel's out-of-memory killer,
+    which otherwise shows only as 'exit code -9'."""
+    killed = [name for name, code in failed if code == -9]
+    text = f"tuning workers failed: {failed}"
+    if killed:
+        text += (
+            f"; {', '.join(killed)} killed by SIGKILL, most likely out of memory (each of the {workers} workers "
+            f"holds its own copy of up to tune.max_train_rows = {max_rows or 'all'} rows): lower tune.workers or "
+            f"tune.max_train_rows in {params_file()}. The finished trials are kept; a rerun continues the study"
+        )
+    else:
+        text += "; see their log lines above"
+    return text
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says it can give without swapping (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def workers_for_memory(workers: int, *, rows: int, columns: int, available: int | None) -> int:
+    """At most as many workers as the free memory holds: each trains XGBoost on up to ``rows`` x ``columns``
+    float32 values, about 6 copies' worth with its histogram index, gradients and the loaded frame, plus a
+    process of about 400 MB (Python, XGBoost, pandas); half the free memory stays for everything else."""
+    if available is None:
+        return workers
+    per_worker = rows * columns * 4 * 6 + (400 << 20)
+    fits = max(1, int(available * 0.5 // per_worker))
+    return max(1, min(workers, fits))
+
+
+def _train_rows(features: str, cap: int | None) -> int | None:
+    """Rows a worker trains on (the train split, at most ``cap``); None where the split is not on local disk."""
+    import pyarrow.parquet as pq
+
+    local = storage.local_path(storage.join(features, "train.parquet"))
+    if local is None or not local.exists():
+        return cap
+    n = int(pq.ParquetFile(local).metadata.num_rows)
+    return n if cap is None else min(n, cap)
 
 
 def _log_dvclive(study: Any, *, live_dir: str, maximize: bool) -> None:
@@ -638,7 +688,18 @@ def run_tune(*, features: str, out: str, params: Params, storage_url: str | None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(storage=url, study_name=name, tune=tune, metric=metric, seed=seed)
     before = _count_finished(study)
-    shares = split_trials(tune.n_trials - before, tune.workers)
+    rows = _train_rows(features, tune.max_train_rows)
+    workers = (
+        tune.workers
+        if rows is None
+        else workers_for_memory(
+            tune.workers, rows=rows, columns=len(spec["feature_names"]), available=available_memory()
+        )
+    )
+    if workers < tune.workers:
+        log.warning("tune: %d worker(s) instead of tune.workers = %d: the free memory (%.1f GiB) holds no more "
+                    "copies of the training rows", workers, tune.workers, (available_memory() or 0) / 2**30)  # fmt: skip
+    shares = split_trials(tune.n_trials - before, workers)
     nthread = tune.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, len(shares)))
     log.info(
         "tune: study %s on %s has %d/%d finished trials; running %s with %d thread(s) each",

@@ -364,3 +364,18 @@ def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
                 break
         study.tell(trial, state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.FAIL)
     assert decisions >= 1  # the low curves were pruned, so the comparison covered both outcomes
+
+
+def test_a_worker_killed_for_memory_is_named_as_such_and_workers_fit_the_free_memory() -> None:
+    """Tuning workers on a 142k-row table died with 'exit code -9' and nothing else. Now the message says
+    out of memory and which knob to lower, and fewer workers start when the free memory holds fewer copies."""
+    from pipelines.tune import worker_failure, workers_for_memory
+
+    text = worker_failure([("loopline-tune-1", -9)], workers=2, max_rows=60_000)
+    assert "loopline-tune-1 killed by SIGKILL, most likely out of memory" in text
+    assert "lower tune.workers or tune.max_train_rows in params.yaml" in text and "rerun continues" in text
+    assert "out of memory" not in worker_failure([("loopline-tune-0", 1)], workers=2, max_rows=None)
+    gib = 2**30
+    assert workers_for_memory(4, rows=150_000, columns=100, available=16 * gib) == 4
+    assert workers_for_memory(4, rows=2_000_000, columns=300, available=16 * gib) == 1  # 14 GiB a worker
+    assert workers_for_memory(3, rows=150_000, columns=100, available=None) == 3  # unknown: as configured
