@@ -67,6 +67,22 @@ def summarize(reports: Path) -> str:
             f"Gate       {reg.get('version')}: {reg.get('status')}; champion {reg.get('champion_after')}"
             + _stale(reports / "registry" / "register.json", started)
         )
+    memory = [(_load(f) or {}) for f in sorted((reports / "resources").glob("*.json"))]
+    memory = [m for m in memory if m.get("peak_rss_bytes")]
+    if memory:
+        top = sorted(memory, key=lambda m: -max(m["peak_rss_bytes"], m.get("largest_worker_rss_bytes") or 0))[
+            :4
+        ]
+        parts = [
+            f"{m['stage']} {m['peak_rss_bytes'] / 2**30:.2f}"
+            + (
+                f" (worker {m['largest_worker_rss_bytes'] / 2**30:.2f})"
+                if m.get("largest_worker_rss_bytes")
+                else ""
+            )
+            for m in top
+        ]
+        lines.append(f"Peak memory GiB: {', '.join(parts)}  (all stages: {reports / 'resources'})")
     index = reports / "index.html"
     if index.exists():
         lines.append(

@@ -14,6 +14,7 @@ HOTEL_ZIP = SHARED_DATASETS / "hotel_bookings.csv.zip"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["LOOPLINE_RECORD_MEMORY"] = "0"  # in-process CLI tests would record pytest's memory into reports/
 pytest_plugins = ["s3_fixtures"]  # moto S3 server on 127.0.0.1 (tests/s3_fixtures.py)
 
 

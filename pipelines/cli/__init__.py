@@ -9,7 +9,9 @@ own help, so ``loopline --help`` and each command pay only for what they use. :d
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -157,9 +159,36 @@ app = typer.Typer(
 )
 
 
+STAGES = {"generate", "etl", "validate", "sample", "label", "features", "tune", "train", "evaluate", "register",
+          "quantize", "predict", "monitor", "retrain"}  # fmt: skip
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+def _main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
     setup_logging(verbose)
+    recording = os.environ.get("LOOPLINE_RECORD_MEMORY", "1") != "0"  # the tests' in-process CLI calls: off
+    if recording and ctx.invoked_subcommand in STAGES and os.path.isdir("reports"):
+        atexit.register(record_peak_memory, ctx.invoked_subcommand, os.path.abspath("reports"))
+
+
+def record_peak_memory(stage: str, reports: str) -> None:
+    """``reports/resources/<stage>.json``: the stage's peak resident memory and its largest worker's (the
+    summary prints them; a stage near the machine's memory shows before the kernel kills it)."""
+    import json
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    record = {"stage": stage, "peak_rss_bytes": own, "largest_worker_rss_bytes": child or None}
+    try:
+        os.makedirs(os.path.join(reports, "resources"), exist_ok=True)
+        with open(os.path.join(reports, "resources", f"{stage}.json"), "w", encoding="utf-8") as fh:
+            json.dump(record, fh)
+    except OSError:  # a read-only or vanished folder: memory figures are a convenience, never a failure
+        pass
 
 
 def main() -> None:

@@ -134,3 +134,22 @@ def test_a_failed_run_names_its_stage_and_marks_older_figures(tmp_path: Path) ->
     assert "earlier run" not in etl_line
     _write(r / "run_status.json", {"started": started.isoformat(), "returncode": 0})
     assert "FAILED" not in summarize(r) and "earlier run" not in summarize(r)
+
+
+def test_each_stage_records_its_peak_memory_and_the_summary_prints_it(tmp_path: Path) -> None:
+    """Peak RSS per stage, measured by the stage itself (a stage near the machine's memory shows before the
+    kernel kills it): a real `loopline generate` run in a project folder writes it, the summary prints it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "reports").mkdir()
+    loopline = str(Path(sys.executable).parent / "loopline")
+    done = subprocess.run([loopline, "generate", "--out", str(tmp_path / "landing"), "--days", "1",
+                           "--rows-per-day", "200", "--params", str(Path(__file__).parents[2] / "params.yaml")],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "LOOPLINE_RECORD_MEMORY": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "reports" / "resources" / "generate.json").read_text())
+    assert record["stage"] == "generate" and record["peak_rss_bytes"] > 50 * 2**20
+    assert "Peak memory GiB: generate 0." in summarize(tmp_path / "reports")
