@@ -177,7 +177,8 @@ def test_metrics_and_experiments_show_the_headline_figures(
     assert metrics["gate"]["status"] in ("champion", "rejected", "challenger")
     assert data["params"]["params.yaml"]["data"]["gate"]["champion_margin"] == 0.5
     columns = _leaf_count(data["params"]["params.yaml"]["data"])
-    assert columns <= 40, f"dvc exp show lists {columns} params columns (was ~280: every default restated)"
+    # params.yaml's own ~30 keys plus the ~12 the wiring test shrinks; before, ~280 (every default restated)
+    assert columns <= 60, f"dvc exp show lists {columns} params columns"
 
 
 def _leaf_count(tree: object) -> int:
