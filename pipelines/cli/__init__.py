@@ -174,15 +174,34 @@ def _main(
         atexit.register(record_peak_memory, ctx.invoked_subcommand, os.path.abspath("reports"))
 
 
+def _vm_hwm() -> int | None:
+    """This process's own peak RSS (VmHWM). getrusage's figure would include the RSS of the process that
+    started it (dvc, a pytest worker) when that was larger: Linux carries it across fork and exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def record_peak_memory(stage: str, reports: str) -> None:
     """``reports/resources/<stage>.json``: the stage's peak resident memory and its largest worker's (the
     summary prints them; a stage near the machine's memory shows before the kernel kills it)."""
     import json
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    own = _vm_hwm() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    # a child's figure starts from its parent's RSS at the fork (Linux keeps it across exec), so it tells
+    # something only when it exceeds the stage's own peak
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    record = {"stage": stage, "peak_rss_bytes": own, "largest_worker_rss_bytes": child or None}
+    record = {
+        "stage": stage,
+        "peak_rss_bytes": own,
+        "largest_worker_rss_bytes": child if child > own else None,
+    }
     try:
         os.makedirs(os.path.join(reports, "resources"), exist_ok=True)
         with open(os.path.join(reports, "resources", f"{stage}.json"), "w", encoding="utf-8") as fh:
