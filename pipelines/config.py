@@ -217,8 +217,11 @@ class ValidationConfig(_Model):
     max_label_rate: float = Field(default=1.0, ge=0, le=1)
     freshness_max_lag_hours: float = Field(default=48.0, gt=0)  # newest event vs the partition's day end
     fail_on: Literal["critical", "warning", "never"] = "critical"
-    # processes validating a backfill of many partitions (0: one per core, at most 4); never part of the suite
+    # processes validating batches (validation.chunk_rows) beyond the first (0: one per core, at most 4); never
+    # part of the suite
     workers: int = Field(default=0, ge=0, le=64)
+    # rows validated in one Great Expectations run (partitions are batched up to this); never part of the suite
+    chunk_rows: int = Field(default=500_000, ge=1)
 
 
 Scaling = Literal["auto", "standard", "minmax", "log", "none"]

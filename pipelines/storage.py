@@ -229,6 +229,13 @@ def read_parquet(loc: str | Path, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(io.BytesIO(read_bytes(loc)), columns=columns)
 
 
+def parquet_rows(loc: str | Path) -> int:
+    """The row count in a Parquet file's footer (a local file is not read beyond its footer)."""
+    path = local_path(loc)
+    src: Any = path if path is not None else io.BytesIO(read_bytes(loc))
+    return int(pq.ParquetFile(src).metadata.num_rows)
+
+
 def parquet_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
     """Serialize a table to Parquet bytes deterministically (same table -> same bytes)."""
     sink = io.BytesIO()

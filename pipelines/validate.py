@@ -1,11 +1,11 @@
-"""Validation stage: Great Expectations 1.x expectations on each new lake partition, with Data Docs.
+"""Validation stage: Great Expectations 1.x expectations on the new lake partitions, with Data Docs.
 
-The expectation suite is derived from params (``schema`` and ``validation``), never written by hand:
+The expectations are derived from params (``schema`` and ``validation``), never written by hand:
 
-- critical (a failure stops the pipeline): the lake's columns, ``event_id`` not null and unique,
-  ``event_time`` / ``label_time`` typed as UTC timestamps, every ``event_time`` inside the partition's
-  day, ``label_time >= event_time``, label in ``schema.label_values``, non-nullable columns not null,
-  numbers inside [min, max], critical vocabularies, the row count inside
+- critical (a failure stops the pipeline): the lake's columns, ``event_id`` not null and unique within
+  its partition, ``event_time`` / ``label_time`` typed as UTC timestamps, every ``event_time`` inside the
+  partition's day, ``label_time >= event_time``, label in ``schema.label_values``, non-nullable columns
+  not null, numbers inside [min, max], critical vocabularies, the row count inside
   [``min_rows_per_partition``, ``max_rows_per_partition``], and freshness: the newest ``event_time``
   at most ``freshness_max_lag_hours`` before the end of the partition's day;
 - warning (recorded and logged, the pipeline goes on): a vocabulary value outside ``allowed`` (new
@@ -14,24 +14,28 @@ The expectation suite is derived from params (``schema`` and ``validation``), ne
 
 Each expectation carries its severity in GX's ``severity`` field and in ``meta["severity"]``.
 
+The cost grows with rows, not with partitions. GX's cost is mostly per expectation and run (building
+the metric graph), so the partitions of a run are validated together, in batches of up to
+``validation.chunk_rows`` rows: the suite ``lake_rows`` runs once over every row of a batch, the
+partition's day a column, and ``lake_partitions`` once over a table with one row of statistics per
+partition (row count, columns, dtypes, newest event, label rate, null shares). Failures are split back
+by partition and reported in the vocabulary of a per-partition check
+(``partition date=D: expect_table_row_count_to_be_between(min=1, max=100) observed 150``); Data Docs hold
+a page per batch and suite. Batches beyond the first are validated in worker processes
+(``validation.workers``).
+
 Which partitions: by default those written by ETL manifests (``<lake>/_etl/manifests/*.json``) that
 this stage has not consumed yet, plus those that failed last time, skipping a partition whose part
 files have the same sha256 as when it was last validated. ``dates=[...]`` or ``all_partitions``
 overrides that. The record lives in ``<state>/validated.json``; GX's validation results live in
-``<state>/gx_results`` so that the Data Docs index keeps every partition's history while a run only
-renders the pages of the partitions it validated: the cost grows with the new data.
-
-Partitions are validated in ephemeral GX contexts (building one costs milliseconds; importing GX costs
-seconds, so a run with nothing to validate does not import it). GX's cost is per expectation and run,
-hardly per row, so a backfill of ``PARALLEL_MIN_PARTITIONS`` or more is spread over worker processes
-(``validation.workers``; spawned, each validating groups of partitions and rendering their Data Docs
-pages); the results meet in the on-disk store and the Data Docs index is built once at the end.
+``<state>/gx_results`` so that the Data Docs index keeps every run's history while a run only renders
+the pages of the batches it validated. Importing GX costs seconds, so a run with nothing to validate
+does not import it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -41,6 +45,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
 
 from pipelines import storage
 from pipelines.config import SchemaConfig, ValidationConfig
@@ -57,26 +64,32 @@ __all__ = [
     "Failure",
     "PartitionResult",
     "ValidationFailed",
-    "build_suite",
+    "build_batch",
+    "build_suites",
+    "chunk_dates",
     "failure_lines",
     "format_failure",
     "partition_parameters",
     "partitions_to_validate",
     "render_overview",
     "run_validation",
-    "summarize_result",
+    "summarize_batch",
 ]
 
 log = logging.getLogger(__name__)
 
 CRITICAL = "critical"
 WARNING = "warning"
-SUITE_NAME = "lake_partition"
+ROWS_SUITE = "lake_rows"
+PARTITIONS_SUITE = "lake_partitions"
+PARTITION_COLUMN = "_partition"  # the rows batch: the partition's day (UTC midnight)
+EVENT_DAY_COLUMN = "_event_day"  # the rows batch: event_time's UTC day
 DATASOURCE_NAME = "lake"
 RECORD_FILE = "validated.json"
 OVERVIEW_FILE = "overview.html"
 GX_RESULTS_DIR = "gx_results"
-RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+# COMPLETE: every unexpected row's index, to split a batch's failures by partition (trimmed before storing)
+RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 20}
 # Pandas dtypes of the lake's Arrow types (as GX sees a partition after ``Table.to_pandas()``).
 _TIMESTAMP_DTYPES = ["datetime64[us, UTC]", "datetime64[ns, UTC]"]
 _PANDAS_DTYPES = {"float": ["float64", "float32"], "int": ["int64", "int32", "float64"], "bool": ["bool"]}
@@ -97,63 +110,66 @@ class ValidationFailed(RuntimeError):
 # --------------------------------------------------------------------------- the suite (pure)
 
 
-@functools.cache
-def _dtype_expectation() -> type:
-    """``expect_column_values_to_have_dtype``: GX's in-type-list check, comparing the dtype's name.
-
-    GX 1.24's pandas branch cannot match a timezone-aware dtype (``datetime64[us, UTC]`` is reported
-    as ``Timestamp`` and no type name is accepted), so the lake's UTC timestamps need this variant.
-    """
-    import great_expectations.expectations as gxe
-
-    class ExpectColumnValuesToHaveDtype(gxe.ExpectColumnValuesToBeInTypeList):
-        """Expect the column's pandas dtype name (e.g. ``datetime64[us, UTC]``) to be in type_list."""
-
-        def _validate_pandas(self, actual_column_type: Any, expected_types_list: Any) -> dict[str, Any]:
-            observed = str(actual_column_type)
-            ok = expected_types_list is None or observed in expected_types_list
-            return {"success": ok, "result": {"observed_value": observed}}
-
-    return ExpectColumnValuesToHaveDtype
-
-
-def _sev(severity: str) -> dict[str, Any]:
+def _sev(severity: str, reports_as: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """GX's severity and meta for an expectation; ``reports_as`` names the per-partition expectation its
+    failures are reported as (with ``kwargs``; ``{"$PARAMETER": name}`` filled from
+    :func:`partition_parameters`), for the checks that run over the whole batch or the statistics table."""
     from great_expectations.expectations.metadata_types import FailureSeverity
 
-    return {"severity": FailureSeverity(severity), "meta": {"severity": severity}}
+    meta: dict[str, Any] = {"severity": severity}
+    if reports_as is not None:
+        meta["reports_as"] = {"type": reports_as, "kwargs": kwargs}
+    return {"severity": FailureSeverity(severity), "meta": meta}
 
 
-def build_suite(schema: SchemaConfig, cfg: ValidationConfig, *, name: str = SUITE_NAME) -> ExpectationSuite:
-    """The expectation suite for one lake partition, derived from params. Pure: no I/O.
+def _columns_key(names: list[str]) -> str:
+    return json.dumps(sorted(names))
 
-    Bounds that depend on the partition's date are suite parameters (``$PARAMETER``), filled per
-    partition from :func:`partition_parameters`, so one suite serves every partition.
+
+def _typed_columns(schema: SchemaConfig) -> dict[str, list[str]]:
+    """The pandas dtype names each typed lake column may have."""
+    types = {"event_time": _TIMESTAMP_DTYPES, "label_time": _TIMESTAMP_DTYPES}
+    for col in schema.columns:
+        if col.type == "timestamp":
+            types[col.name] = _TIMESTAMP_DTYPES
+        elif col.type in _PANDAS_DTYPES:
+            types[col.name] = _PANDAS_DTYPES[col.type]
+    return types
+
+
+def _null_share_columns(schema: SchemaConfig, cfg: ValidationConfig) -> list[str]:
+    return [c.name for c in schema.columns if c.nullable] if cfg.max_null_fraction < 1 else []
+
+
+def build_suites(schema: SchemaConfig, cfg: ValidationConfig) -> tuple[ExpectationSuite, ExpectationSuite]:
+    """The two expectation suites, derived from params. Pure: no I/O.
+
+    ``lake_rows`` runs once over every row of a batch of partitions (the partition's day a column,
+    ``_partition``), so its cost grows with rows, not with partitions: values, vocabularies, nulls, the
+    label, ``label_time >= event_time``, ``event_id`` unique within its partition and every
+    ``event_time`` inside its partition's day. ``lake_partitions`` runs once over a table with a row of
+    statistics per partition: row count, columns, dtypes, newest ``event_time`` (freshness), matured label
+    rate and null shares. A failure is reported per partition in the vocabulary of a per-partition suite
+    (``meta["reports_as"]``), e.g. ``expect_table_row_count_to_be_between(min=1, max=100)``.
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    dtype = _dtype_expectation()
     crit, warn = _sev(CRITICAL), _sev(WARNING)
-    exps: list[Any] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=lake_schema(schema).names, exact_match=True, **crit),
-        gxe.ExpectTableRowCountToBeBetween(
-            min_value=cfg.min_rows_per_partition, max_value=cfg.max_rows_per_partition, **crit
-        ),
+    day = {"min_value": {"$PARAMETER": "partition_start"}, "max_value": {"$PARAMETER": "partition_end"}}
+    rows: list[Any] = [
         gxe.ExpectColumnValuesToNotBeNull(column="event_id", **crit),
-        gxe.ExpectColumnValuesToBeUnique(column="event_id", **crit),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=[PARTITION_COLUMN, "event_id"],
+            **_sev(CRITICAL, "expect_column_values_to_be_unique", column="event_id"),
+        ),
         gxe.ExpectColumnValuesToNotBeNull(column="event_time", **crit),
-        dtype(column="event_time", type_list=_TIMESTAMP_DTYPES, **crit),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="event_time",
-            min_value={"$PARAMETER": "partition_start"},
-            max_value={"$PARAMETER": "partition_end"},
-            strict_max=True,
-            **crit,
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A=EVENT_DAY_COLUMN,
+            column_B=PARTITION_COLUMN,
+            ignore_row_if="either_value_is_missing",
+            **_sev(CRITICAL, "expect_column_values_to_be_between", column="event_time", **day),
         ),
-        gxe.ExpectColumnMaxToBeBetween(
-            column="event_time", min_value={"$PARAMETER": "freshness_min"}, **crit
-        ),
-        dtype(column="label_time", type_list=_TIMESTAMP_DTYPES, **crit),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="label_time",
             column_B="event_time",
@@ -162,34 +178,80 @@ def build_suite(schema: SchemaConfig, cfg: ValidationConfig, *, name: str = SUIT
             **crit,
         ),
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(schema.label_values), **crit),
-        gxe.ExpectColumnMeanToBeBetween(
-            column="label", min_value=cfg.min_label_rate, max_value=cfg.max_label_rate, **warn
-        ),
     ]
     for col in schema.columns:
         if not col.nullable:
-            exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, **crit))
-        elif cfg.max_null_fraction < 1:
-            exps.append(
-                gxe.ExpectColumnValuesToNotBeNull(column=col.name, mostly=1 - cfg.max_null_fraction, **warn)
-            )
-        if col.type == "timestamp":
-            exps.append(dtype(column=col.name, type_list=_TIMESTAMP_DTYPES, **crit))
-        elif col.type in _PANDAS_DTYPES:
-            exps.append(dtype(column=col.name, type_list=_PANDAS_DTYPES[col.type], **crit))
+            rows.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name, **crit))
         if col.min is not None or col.max is not None:
-            exps.append(
+            rows.append(
                 gxe.ExpectColumnValuesToBeBetween(
                     column=col.name, min_value=col.min, max_value=col.max, **crit
                 )
             )
         if col.allowed is not None:
             sev = crit if col.critical_allowed else warn
-            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed), **sev))
-    return gx.ExpectationSuite(
-        name=name,
-        expectations=exps,
-        meta={"source": "derived from params.yaml (schema, validation) by pipelines/validate.py"},
+            rows.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed), **sev))
+
+    names = lake_schema(schema).names
+    low, high = cfg.min_rows_per_partition, cfg.max_rows_per_partition
+    stats: list[Any] = [
+        gxe.ExpectColumnValuesToBeInSet(
+            column="columns",
+            value_set=[_columns_key(names)],
+            **_sev(CRITICAL, "expect_table_columns_to_match_set", column_set=names),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="rows",
+            min_value=low,
+            max_value=high,
+            **_sev(CRITICAL, "expect_table_row_count_to_be_between", min_value=low, max_value=high),
+        ),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="event_time_max",
+            column_B="freshness_min",
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            **_sev(
+                CRITICAL,
+                "expect_column_max_to_be_between",
+                column="event_time",
+                min_value={"$PARAMETER": "freshness_min"},
+            ),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="label_rate",
+            min_value=cfg.min_label_rate,
+            max_value=cfg.max_label_rate,
+            **_sev(
+                WARNING,
+                "expect_column_mean_to_be_between",
+                column="label",
+                min_value=cfg.min_label_rate,
+                max_value=cfg.max_label_rate,
+            ),
+        ),
+    ]
+    for name, types in _typed_columns(schema).items():
+        stats.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=f"dtype__{name}",
+                value_set=types,
+                **_sev(CRITICAL, "expect_column_values_to_have_dtype", column=name, type_list=types),
+            )
+        )
+    for name in _null_share_columns(schema, cfg):
+        stats.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=f"null_share__{name}",
+                max_value=cfg.max_null_fraction,
+                **_sev(WARNING, "expect_column_values_to_not_be_null", column=name,
+                       mostly=1 - cfg.max_null_fraction),
+            )
+        )  # fmt: skip
+    meta = {"source": "derived from params.yaml (schema, validation) by pipelines/validate.py"}
+    return (
+        gx.ExpectationSuite(name=ROWS_SUITE, expectations=rows, meta=meta),
+        gx.ExpectationSuite(name=PARTITIONS_SUITE, expectations=stats, meta=meta),
     )
 
 
@@ -287,47 +349,222 @@ def _args(kwargs: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def summarize_result(
-    date: str, result: ExpectationSuiteValidationResult, *, rows: int, parts: dict[str, str] | None = None
-) -> PartitionResult:
-    """Turn GX's suite result for one partition into the failures worth reporting. Pure."""
-    failures = []
-    for r in result.results:
-        if r.success:
+@dataclass
+class Batch:
+    """Partitions validated together: every row in ``frame`` (the lake's columns, conformed to the lake
+    schema, plus the partition's day and the event's day) and one row of statistics each in ``stats``."""
+
+    dates: list[str]
+    offsets: np.ndarray  # frame rows [offsets[i], offsets[i + 1]) belong to dates[i]
+    frame: pd.DataFrame
+    stats: pd.DataFrame
+
+    def per_partition(self, mask: np.ndarray) -> np.ndarray:
+        """How many rows of each partition ``mask`` holds."""
+        cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+        return np.asarray(cum[self.offsets[1:]] - cum[self.offsets[:-1]])
+
+
+def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """``table`` with exactly the lake's columns and types: a missing column, or one whose values do not
+    cast, is all null here (the statistics table reports the partition's own columns and dtypes)."""
+    columns = []
+    for f in target:
+        col = None
+        if f.name in table.schema.names:
+            try:
+                col = table.column(f.name).cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                col = None
+        columns.append(col if col is not None else pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(f.name, f.type) for f in target]))
+
+
+def _partition_stats(
+    date: str, table: pa.Table, schema: SchemaConfig, cfg: ValidationConfig
+) -> dict[str, Any]:
+    """One row of the statistics table: what the per-partition expectations look at."""
+    import pyarrow.compute as pc
+
+    names = table.schema.names
+    n = table.num_rows
+    dtypes = table.schema.empty_table().to_pandas().dtypes
+    row: dict[str, Any] = {
+        "partition": date,
+        "rows": n,
+        "columns": _columns_key(names),
+        "event_time_max": pc.max(table.column("event_time")).as_py() if "event_time" in names else None,
+        "freshness_min": partition_parameters(date, cfg)["freshness_min"],
+        "label_rate": None,
+    }
+    if "label" in names and n:
+        row["label_rate"] = pc.mean(table.column("label").cast(pa.float64())).as_py()
+    for name in _typed_columns(schema):
+        row[f"dtype__{name}"] = str(dtypes[name]) if name in names else None
+    for name in _null_share_columns(schema, cfg):
+        nulls = table.column(name).null_count if name in names else n
+        row[f"nulls__{name}"] = nulls
+        row[f"null_share__{name}"] = nulls / n if n else 0.0
+    return row
+
+
+def build_batch(tables: dict[str, pa.Table], schema: SchemaConfig, cfg: ValidationConfig) -> Batch:
+    """The rows and statistics of the partitions ``tables`` (date -> its parts, concatenated). Pure."""
+    import pandas as pd
+
+    dates = list(tables)
+    target = lake_schema(schema)
+    counts = np.array([tables[d].num_rows for d in dates], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    if dates:
+        combined = pa.concat_tables([_conform(tables[d], target) for d in dates])
+    else:
+        combined = target.empty_table()
+    frame = combined.to_pandas()
+    days = np.array([np.datetime64(d, "us") for d in dates], dtype="datetime64[us]")
+    frame[PARTITION_COLUMN] = pd.DatetimeIndex(np.repeat(days, counts)).tz_localize("UTC")
+    frame[EVENT_DAY_COLUMN] = frame["event_time"].dt.floor("D")
+    stats = pd.DataFrame([_partition_stats(d, tables[d], schema, cfg) for d in dates])
+    for col in ("event_time_max", "freshness_min"):
+        if col in stats:
+            stats[col] = pd.to_datetime(stats[col], utc=True)
+    return Batch(dates=dates, offsets=offsets, frame=frame, stats=stats)
+
+
+def _reported(cfg: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The per-partition expectation (type, kwargs with this partition's parameters) a result stands for."""
+    reports_as = (cfg.meta or {}).get("reports_as")
+    if not reports_as:
+        return cfg.type, dict(cfg.kwargs)
+    kwargs = {
+        k: params[v["$PARAMETER"]] if isinstance(v, dict) and "$PARAMETER" in v else v
+        for k, v in reports_as["kwargs"].items()
+    }
+    return reports_as["type"], kwargs
+
+
+def _denominators(batch: Batch, kwargs: dict[str, Any], expectation: str) -> np.ndarray:
+    """Per partition, the rows an expectation judged (GX's percentages exclude missing values, except for
+    the not-null and uniqueness checks)."""
+    frame = batch.frame
+    if expectation == "expect_column_values_to_not_be_null" or kwargs.get("column_list"):
+        return np.diff(batch.offsets)
+    if kwargs.get("column_A") is not None:
+        mask = frame[kwargs["column_A"]].notna().to_numpy() & frame[kwargs["column_B"]].notna().to_numpy()
+    else:
+        mask = frame[kwargs["column"]].notna().to_numpy()
+    return batch.per_partition(mask)
+
+
+def _row_failures(batch: Batch, r: Any, cfg: ValidationConfig) -> dict[str, Failure]:
+    """A failed ``lake_rows`` expectation, split into the partitions its unexpected rows belong to."""
+    conf = r.expectation_config
+    severity = str((conf.meta or {}).get("severity") or getattr(conf, "severity", CRITICAL))
+    kwargs = dict(conf.kwargs)
+    idx = np.sort(np.asarray((r.result or {}).get("unexpected_index_list") or [], dtype=np.int64))
+    bounds = np.searchsorted(idx, batch.offsets)
+    denominators = _denominators(batch, kwargs, conf.type)
+    out = {}
+    for i, date in enumerate(batch.dates):
+        rows = idx[bounds[i] : bounds[i + 1]]
+        if not len(rows):
             continue
-        cfg = r.expectation_config
-        if cfg is None:  # GX fills it for every suite result; guard for the type checker
-            continue
-        kwargs = dict(cfg.kwargs)
-        meta = cfg.meta or {}
-        severity = str(meta.get("severity") or getattr(cfg, "severity", CRITICAL))
-        res = dict(r.result or {})
-        exc = r.exception_info or {}
-        fail = Failure(expectation=cfg.type, args=_args(kwargs), severity=severity, observed="")
-        if exc.get("raised_exception"):
-            fail.observed = f"an error: {exc.get('exception_message')}"
-        elif res.get("unexpected_count") is not None:
-            n = int(res["unexpected_count"])
-            pct = float(res.get("unexpected_percent") or 0.0)
-            examples = list(
-                dict.fromkeys(x for x in res.get("partial_unexpected_list") or [] if not _is_missing(x))
-            )
-            fail.unexpected_count, fail.unexpected_percent, fail.examples = n, pct, examples[:5]
-            what = "null values" if cfg.type == "expect_column_values_to_not_be_null" else "unexpected values"
-            fail.observed = f"{n} {what} ({pct:.2f}%)"
-            if examples:
-                fail.observed += f" (e.g. {', '.join(_fmt(x) for x in examples[:3])})"
+        kind, shown = _reported(conf, partition_parameters(date, cfg))
+        column = shown.get("column") or kwargs.get("column") or kwargs.get("column_A")
+        values = batch.frame[column].iloc[rows[:200]] if column in batch.frame else []
+        examples = list(dict.fromkeys(x for x in (_plain(v) for v in values) if not _is_missing(x)))[:5]
+        n = len(rows)
+        pct = 100.0 * n / denominators[i] if denominators[i] else 100.0
+        what = "null values" if kind == "expect_column_values_to_not_be_null" else "unexpected values"
+        observed = f"{n} {what} ({pct:.2f}%)"
+        if examples:
+            observed += f" (e.g. {', '.join(_fmt(x) for x in examples[:3])})"
+        out[date] = Failure(
+            expectation=kind, args=_args(shown), severity=severity, observed=observed,
+            unexpected_count=n, unexpected_percent=pct, examples=examples,
+        )  # fmt: skip
+    return out
+
+
+def _stat_failures(batch: Batch, r: Any, cfg: ValidationConfig) -> dict[str, Failure]:
+    """A failed ``lake_partitions`` expectation: one failure per partition whose statistic broke it."""
+    conf = r.expectation_config
+    severity = str((conf.meta or {}).get("severity") or getattr(conf, "severity", CRITICAL))
+    column = conf.kwargs.get("column") or conf.kwargs.get("column_A")
+    row_of = {str(d): i for i, d in enumerate(batch.stats["partition"])}
+    out = {}
+    for entry in (r.result or {}).get("unexpected_index_list") or []:  # {"partition": date, ...}
+        stat = batch.stats.iloc[row_of[str(entry["partition"])]]
+        date = str(stat["partition"])
+        kind, shown = _reported(conf, partition_parameters(date, cfg))
+        value = _plain(stat[column])
+        fail = Failure(expectation=kind, args=_args(shown), severity=severity, observed="")
+        if kind == "expect_table_columns_to_match_set":
+            names = json.loads(value)
+            expected = list(shown["column_set"])
+            fail.observed_value = names
+            mismatched = {
+                "unexpected": [c for c in names if c not in expected],
+                "missing": [c for c in expected if c not in names],
+            }
+            fail.observed = f"{_fmt(names)} (mismatched: {_fmt(_jsonable(mismatched))})"
+        elif kind == "expect_column_values_to_not_be_null":
+            nulls, rows = int(stat[f"nulls__{shown['column']}"]), int(stat["rows"])
+            pct = 100.0 * nulls / rows if rows else 0.0
+            fail.unexpected_count, fail.unexpected_percent = nulls, pct
+            fail.observed = f"{nulls} null values ({pct:.2f}%)"
         else:
-            fail.observed_value = res.get("observed_value")
-            fail.observed = _fmt(fail.observed_value)
-            details = res.get("details") or {}
-            if isinstance(details.get("mismatched"), dict):
-                fail.observed += f" (mismatched: {_fmt(_jsonable(details['mismatched']))})"
-        failures.append(fail)
-    failures.sort(key=lambda f: (f.severity != CRITICAL, f.expectation, f.args))
-    return PartitionResult(
-        date=date, rows=rows, expectations=len(result.results), failures=failures, parts=dict(parts or {})
-    )
+            fail.observed_value = value
+            fail.observed = _fmt(value)
+        out[date] = fail
+    return out
+
+
+def summarize_batch(
+    batch: Batch,
+    rows_result: ExpectationSuiteValidationResult,
+    stats_result: ExpectationSuiteValidationResult,
+    cfg: ValidationConfig,
+    *,
+    parts: dict[str, dict[str, str]] | None = None,
+) -> list[PartitionResult]:
+    """GX's two results for a batch, turned into each partition's failures worth reporting. Pure."""
+    failures: dict[str, list[Failure]] = {d: [] for d in batch.dates}
+    for result, split in ((rows_result, _row_failures), (stats_result, _stat_failures)):
+        for r in result.results:
+            if r.success or r.expectation_config is None:
+                continue
+            exc = r.exception_info or {}
+            if exc.get("raised_exception"):  # e.g. a column GX cannot compare: every partition of the batch
+                for date in batch.dates:
+                    conf = r.expectation_config
+                    kind, shown = _reported(conf, partition_parameters(date, cfg))
+                    severity = str((conf.meta or {}).get("severity") or CRITICAL)
+                    observed = f"an error: {exc.get('exception_message')}"
+                    failures[date].append(Failure(kind, _args(shown), severity, observed))
+                continue
+            for date, fail in split(batch, r, cfg).items():
+                failures[date].append(fail)
+    n_expectations = len(rows_result.results) + len(stats_result.results)
+    counts = np.diff(batch.offsets)
+    out = []
+    for i, date in enumerate(batch.dates):
+        fails = sorted(failures[date], key=lambda f: (f.severity != CRITICAL, f.expectation, f.args))
+        out.append(
+            PartitionResult(
+                date=date, rows=int(counts[i]), expectations=n_expectations, failures=fails,
+                parts=dict((parts or {}).get(date) or {}),
+            )
+        )  # fmt: skip
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """A numpy/pandas scalar as the Python value (a Timestamp stays a Timestamp)."""
+    item = getattr(v, "item", None)
+    if callable(item) and type(v).__module__ == "numpy":
+        return item()
+    return v
 
 
 def format_failure(date: str, failure: Failure) -> str:
@@ -404,11 +641,11 @@ def partition_digest(lake: str, date: str) -> dict[str, str]:
 
 
 def suite_digest(schema: SchemaConfig, cfg: ValidationConfig) -> str:
-    """A fingerprint of everything the suite is derived from (``fail_on`` only changes the verdict,
-    ``workers`` only the speed)."""
+    """A fingerprint of everything the suites are derived from (``fail_on`` only changes the verdict,
+    ``workers`` and ``chunk_rows`` only the speed)."""
     basis = {
         "schema": schema.model_dump(mode="json"),
-        "validation": cfg.model_dump(mode="json", exclude={"fail_on", "workers"}),
+        "validation": cfg.model_dump(mode="json", exclude={"fail_on", "workers", "chunk_rows"}),
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -501,13 +738,6 @@ def _make_context(*, data_docs: Path, results_dir: Path) -> Any:
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def _load_frame(lake: str, date: str) -> pd.DataFrame:
-    table = read_partition(lake, date)
-    if table is None:
-        raise FileNotFoundError(f"{partition_path(lake, date)}: no part files; run the etl stage first")
-    return table.to_pandas()
-
-
 def run_validation(
     *,
     lake: str,
@@ -543,12 +773,12 @@ def run_validation(
     log.info("validating %d partition(s)%s", len(todo), f": {todo[0]} .. {todo[-1]}" if todo else "")
 
     results: list[PartitionResult] = []
-    pages: dict[str, str] = {}
+    pages: dict[str, list[str]] = {}
     if todo:
         results, pages = _validate_partitions(
             lake=lake, dates=todo, digests=digests, schema=schema, cfg=cfg,
             data_docs=data_docs.resolve(), results_dir=(state_dir / GX_RESULTS_DIR).resolve(),
-            progress=progress, workers=cfg.workers,
+            progress=progress,
         )  # fmt: skip
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     for pr in results:
@@ -559,7 +789,8 @@ def run_validation(
             "critical_failures": len(pr.critical),
             "warnings": len(pr.warnings),
             "messages": [format_failure(pr.date, f) for f in pr.failures],
-            "docs_page": pages.get(pr.date),
+            "docs_page": next(iter(pages.get(pr.date, [])), None),  # the rows batch's page
+            "docs_pages": pages.get(pr.date, []),
             "validated_at": now,
         }
     record["manifests"] = sorted(set(record["manifests"]) | set(consumed))
@@ -597,18 +828,42 @@ def run_validation(
     return summary
 
 
-PARALLEL_MIN_PARTITIONS = 16  # fewer: one process (a worker's GX import costs seconds)
-_GROUP = 8  # partitions per worker task: the progress bar moves, the load stays balanced
-
-
-def _workers(requested: int, todo: int) -> int:
-    """Worker processes for ``todo`` partitions: ``requested`` (0: one per core, at most 4), and one when
-    there are too few partitions to pay for the workers' start."""
+def _workers(requested: int, chunks: int) -> int:
+    """Worker processes for ``chunks`` batches: ``requested`` (0: one per core, at most 4), and one when
+    there is a single batch (a worker's GX import costs seconds)."""
     n = requested or min(os.cpu_count() or 1, 4)
-    return 1 if todo < PARALLEL_MIN_PARTITIONS else max(1, min(n, todo // _GROUP))
+    return 1 if chunks < 2 else max(1, min(n, chunks))
 
 
-def _validate_group(
+def chunk_dates(dates: list[str], rows: dict[str, int], limit: int) -> list[list[str]]:
+    """Consecutive partitions in batches of at most ``limit`` rows (a larger partition is a batch alone)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    total = 0
+    for d in dates:
+        if current and total + rows[d] > limit:
+            chunks.append(current)
+            current, total = [], 0
+        current.append(d)
+        total += rows[d]
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _run_name(dates: list[str]) -> str:
+    return f"date={dates[0]}" if len(dates) == 1 else f"date={dates[0]}..{dates[-1]}"
+
+
+def _trim(result: Any) -> None:
+    """Drop the full lists of unexpected values and row indices (COMPLETE format: needed to split a batch's
+    failures by partition, too large to store); GX keeps its partial lists for Data Docs."""
+    for r in result.results:
+        for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
+            (r.result or {}).pop(key, None)
+
+
+def _validate_chunk(
     *,
     lake: str,
     dates: list[str],
@@ -618,45 +873,55 @@ def _validate_group(
     data_docs: Path,
     results_dir: Path,
     run_time: dt.datetime,
-    bar: Any = None,
-) -> list[PartitionResult]:
-    """Validate ``dates`` in one GX context, each result written to the on-disk results store. Runs in
-    the stage's process or in a worker process (spawned: everything it takes is plain data)."""
+) -> tuple[list[PartitionResult], dict[str, list[str]]]:
+    """Validate the partitions ``dates`` together: one GX run over their rows, one over their statistics,
+    both results in the on-disk store with their Data Docs pages. Runs in the stage's process or in a worker
+    process (spawned: everything it takes is plain data). Returns the results and each date's pages."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before GX's first import
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
-    ctx = _make_context(data_docs=data_docs, results_dir=results_dir)
-    suite = ctx.suites.add(build_suite(schema, cfg))
-    source = ctx.data_sources.add_pandas(DATASOURCE_NAME)
-    out = []
+    tables = {}
     for date in dates:
-        frame = _load_frame(lake, date)
-        batch = source.add_dataframe_asset(name=f"date={date}").add_batch_definition_whole_dataframe(
-            "partition"
-        )
+        table = read_partition(lake, date)
+        if table is None:
+            raise FileNotFoundError(f"{partition_path(lake, date)}: no part files; run the etl stage first")
+        tables[date] = table
+    batch = build_batch(tables, schema, cfg)
+    del tables
+    ctx = _make_context(data_docs=data_docs, results_dir=results_dir)
+    source = ctx.data_sources.add_pandas(DATASOURCE_NAME)
+    run_name = _run_name(dates)
+    results = {}
+    # the statistics' Data Docs page names each unexpected row's partition
+    stats_format = {**RESULT_FORMAT, "unexpected_index_column_names": ["partition"]}
+    for suite, frame, result_format in zip(
+        build_suites(schema, cfg), (batch.frame, batch.stats), (RESULT_FORMAT, stats_format), strict=True
+    ):
+        suite = ctx.suites.add(suite)
+        definition = source.add_dataframe_asset(name=suite.name).add_batch_definition_whole_dataframe("batch")
         vd = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=f"date={date}", data=batch, suite=suite)
+            gx.ValidationDefinition(name=suite.name, data=definition, suite=suite)
         )
-        result = vd.run(
+        results[suite.name] = vd.run(
             batch_parameters={"dataframe": frame},
-            expectation_parameters=partition_parameters(date, cfg),  # type: ignore[arg-type]
-            result_format=RESULT_FORMAT,  # type: ignore[arg-type]
-            run_id=RunIdentifier(run_name=f"date={date}", run_time=run_time),
+            result_format=result_format,  # type: ignore[arg-type]
+            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
         )
-        out.append(summarize_result(date, result, rows=len(frame), parts=digests.get(date)))
-        if bar is not None:
-            bar.update(1)
-    # this group's Data Docs pages, here (in parallel with the other groups); the index, which lists every
+    out = summarize_batch(batch, results[ROWS_SUITE], results[PARTITIONS_SUITE], cfg, parts=digests)
+    store = ctx.validation_results_store
+    keys = [k for k in store.list_keys() if k.run_id.run_name == run_name and k.run_id.run_time == run_time]
+    pages = []
+    for key in sorted(keys, key=lambda k: k.expectation_suite_identifier.name != ROWS_SUITE):
+        result = results[key.expectation_suite_identifier.name]
+        _trim(result)
+        store.set(key, result)
+        suite_name, run, run_time_s, batch_id = key.to_tuple()
+        pages.append(f"validations/{suite_name}/{run}/{run_time_s}/{batch_id}.html")
+    # this batch's Data Docs pages, here (in parallel with the other batches); the index, which lists every
     # result on disk, is built once by the caller
-    runs = {f"date={d}" for d in dates}
-    keys = [
-        k
-        for k in ctx.validation_results_store.list_keys()
-        if k.run_id.run_name in runs and k.run_id.run_time == run_time
-    ]
     ctx.build_data_docs(resource_identifiers=keys, build_index=False)
-    return out
+    return out, {d: pages for d in dates}
 
 
 def _validate_partitions(
@@ -669,14 +934,15 @@ def _validate_partitions(
     data_docs: Path,
     results_dir: Path,
     progress: bool,
-    workers: int = 0,
-) -> tuple[list[PartitionResult], dict[str, str]]:
-    """Validate ``dates``; returns their results and Data Docs pages (by date).
+) -> tuple[list[PartitionResult], dict[str, list[str]]]:
+    """Validate ``dates`` in batches of up to ``validation.chunk_rows`` rows; returns their results and
+    Data Docs pages (by date).
 
-    GX's cost is per expectation and run, hardly per row (building the metric graph of ~100 expectations
-    takes most of a partition's half second), so a backfill of hundreds of daily partitions is spread over
-    worker processes, each validating groups of partitions in its own context and rendering their pages;
-    the results land in the shared on-disk store and the Data Docs index is built once, here.
+    GX's cost is per expectation and run, hardly per row (building the metric graph of the suite takes
+    most of a small run's half second), so the partitions are validated together: 1,461 one-row daily
+    partitions are one run, not 1,461. Batches beyond the first go to worker processes, each its own GX
+    context rendering its pages; the results land in the shared on-disk store and the Data Docs index is
+    built once, here.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -685,44 +951,49 @@ def _validate_partitions(
     from tqdm import tqdm
 
     t0 = time.time()
-    n_workers = _workers(workers, len(dates))
+    rows = {d: sum(storage.parquet_rows(p) for p in storage.list_files(partition_path(lake, d), "part-*.parquet"))
+            for d in dates}  # fmt: skip
+    chunks = chunk_dates(dates, rows, cfg.chunk_rows)
+    n_workers = _workers(cfg.workers, len(chunks))
     results_dir.mkdir(parents=True, exist_ok=True)
-    keys_before = _result_keys(results_dir)
     run_time = dt.datetime.now(dt.UTC)
     kw: dict[str, Any] = {"lake": lake, "schema": schema, "cfg": cfg, "data_docs": data_docs,
                           "results_dir": results_dir, "run_time": run_time}  # fmt: skip
     by_date: dict[str, PartitionResult] = {}
+    pages: dict[str, list[str]] = {}
+
+    def collect(found: tuple[list[PartitionResult], dict[str, list[str]]]) -> None:
+        by_date.update((pr.date, pr) for pr in found[0])
+        pages.update(found[1])
+
     with tqdm(
-        total=len(dates), desc="validate", unit="partition", disable=not progress or len(dates) < 2
+        total=len(dates), desc="validate", unit="partition", disable=not progress or len(chunks) < 2
     ) as bar:
         if n_workers == 1:
-            for pr in _validate_group(dates=dates, digests=digests, bar=bar, **kw):
-                by_date[pr.date] = pr
+            for chunk in chunks:
+                collect(_validate_chunk(dates=chunk, digests=_only(digests, chunk), **kw))
+                bar.update(len(chunk))
         else:
-            groups = [dates[i : i + _GROUP] for i in range(0, len(dates), _GROUP)]
             try:
                 with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                    futures = {
-                        pool.submit(_validate_group, dates=g, digests={d: digests[d] for d in g if d in digests},
-                                    **kw): g
-                        for g in groups
-                    }  # fmt: skip
+                    futures = {pool.submit(_validate_chunk, dates=c, digests=_only(digests, c), **kw): c
+                               for c in chunks}  # fmt: skip
                     for fut in as_completed(futures):
-                        for pr in fut.result():
-                            by_date[pr.date] = pr
+                        collect(fut.result())
                         bar.update(len(futures[fut]))
             except BrokenProcessPool as err:
                 # e.g. a script calling run_validation without `if __name__ == "__main__":` (spawned workers
                 # re-import it) or a worker killed for memory: the rest is validated here, nothing is lost
-                rest = [d for d in dates if d not in by_date]
+                rest = [c for c in chunks if c[0] not in by_date]
                 log.warning(
-                    "validation worker processes failed (%s); validating the remaining %d partition(s) in this "
+                    "validation worker processes failed (%s); validating the remaining %d batch(es) in this "
                     "process. Set validation.workers: 1 to skip the workers; from a script, guard the call with "
                     "`if __name__ == '__main__':`", err, len(rest),
                 )  # fmt: skip
                 n_workers = 1
-                for pr in _validate_group(dates=rest, digests=digests, bar=bar, **kw):
-                    by_date[pr.date] = pr
+                for chunk in rest:
+                    collect(_validate_chunk(dates=chunk, digests=_only(digests, chunk), **kw))
+                    bar.update(len(chunk))
     out = [by_date[d] for d in dates]
     for (
         pr
@@ -731,35 +1002,24 @@ def _validate_partitions(
             logging.WARNING if pr.status not in ("passed", "warning") else logging.DEBUG,
             "partition date=%s: %s (%d rows, %d expectations)", pr.date, pr.status, pr.rows, pr.expectations,
         )  # fmt: skip
-    log.info("validated %d partition(s) in %.1fs with %d process(es)", len(out), time.time() - t0, n_workers)
+    log.info(
+        "validated %d partition(s), %d row(s), in %d batch(es) in %.1fs with %d process(es)",
+        len(out), sum(rows.values()), len(chunks), time.time() - t0, n_workers,
+    )  # fmt: skip
     t1 = time.time()
     ctx = _make_context(data_docs=data_docs, results_dir=results_dir)
-    ctx.suites.add(build_suite(schema, cfg))
-    store = ctx.validation_results_store
-    new_keys = [k for k in store.list_keys() if k.to_tuple() not in keys_before]
+    for suite in build_suites(schema, cfg):
+        ctx.suites.add(suite)
     ctx.build_data_docs(
         resource_identifiers=[*ctx.expectations_store.list_keys()]
-    )  # the suite page, the index
-    log.info("Data Docs: index of %d result(s) built in %.1fs -> %s", len(store.list_keys()), time.time() - t1,
-             data_docs)  # fmt: skip
-    pages = {}
-    for key in new_keys:  # (suite, run name, run time, batch id) -> the page GX wrote for it
-        suite_name, run_name, run_time_s, batch_id = key.to_tuple()
-        pages[run_name.removeprefix("date=")] = (
-            f"validations/{suite_name}/{run_name}/{run_time_s}/{batch_id}.html"
-        )
+    )  # the suite pages, the index
+    log.info("Data Docs: index of %d result(s) built in %.1fs -> %s", len(ctx.validation_results_store.list_keys()),
+             time.time() - t1, data_docs)  # fmt: skip
     return out, pages
 
 
-def _result_keys(results_dir: Path) -> set[tuple[str, ...]]:
-    """The keys of the results already in the on-disk store (read through a GX store, as GX lists them)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    from great_expectations.data_context.store import ValidationResultsStore
-
-    store = ValidationResultsStore(
-        store_backend={"class_name": "TupleFilesystemStoreBackend", "base_directory": str(results_dir)}
-    )
-    return {k.to_tuple() for k in store.list_keys()}
+def _only(digests: dict[str, dict[str, str]], dates: list[str]) -> dict[str, dict[str, str]]:
+    return {d: digests[d] for d in dates if d in digests}
 
 
 # --------------------------------------------------------------------------- offline overview page
@@ -780,8 +1040,12 @@ def render_overview(record: dict[str, Any]) -> str:
     for date in sorted(parts, reverse=True):
         r = parts[date]
         colour = _STATUS_COLOURS.get(r.get("status", ""), "#000")
-        page = r.get("docs_page")
-        link = f'<a href="{escape(page)}">GX result</a>' if page else ""
+        found = r.get("docs_pages") or [r.get("docs_page")]
+        link = " ".join(
+            f'<a href="{escape(page)}">{label}</a>'
+            for page, label in zip(found, ("rows", "partition statistics"), strict=False)
+            if page
+        )
         msgs = "<br>".join(escape(m.split(": ", 1)[-1]) for m in r.get("messages", []))
         rows.append(
             f"<tr><td class=n>date={escape(date)}</td><td style='color:{colour};font-weight:bold'>"
@@ -800,8 +1064,10 @@ th {{ background: #f3f3f3; }} td.m {{ font-family: monospace; font-size: 12px; }
 </style></head><body>
 <h1>Loopline data validation</h1>
 <p>{len(parts)} partitions on record: {counts["passed"]} passed, {counts["warning"]} with warnings,
-{counts["failed"]} failed. Suite: <a href="expectations/{SUITE_NAME}.html">{SUITE_NAME}</a>
-(derived from params.yaml). Full Great Expectations Data Docs: <a href="index.html">index.html</a>
+{counts["failed"]} failed. Suites (derived from params.yaml):
+<a href="expectations/{ROWS_SUITE}.html">{ROWS_SUITE}</a> over every row of a batch of partitions,
+<a href="expectations/{PARTITIONS_SUITE}.html">{PARTITIONS_SUITE}</a> over a row of statistics per partition;
+a batch's result page holds the partitions validated with it. Full Great Expectations Data Docs: <a href="index.html">index.html</a>
 (needs internet access for its styles and tables).</p>
 <table><thead><tr><th>partition</th><th>status</th><th>rows</th><th>critical</th><th>warnings</th>
 <th>failed expectations (observed)</th><th>validated at</th><th>details</th></tr></thead>

@@ -64,24 +64,34 @@ def _with_column(table: pa.Table, name: str, values: list) -> pa.Table:
 
 
 def test_suite_follows_params(vparams):
-    from pipelines.validate import build_suite
+    """Each check, in the per-partition vocabulary its failures are reported in, follows params."""
+    from pipelines.validate import build_suites
 
-    suite = build_suite(vparams.schema, vparams.validation)
-    configs = [e.configuration for e in suite.expectations]
-    by_key = {(c.type, c.kwargs.get("column")): c for c in configs}
+    rows, stats = build_suites(vparams.schema, vparams.validation)
+    by_key = {}
+    for e in [*rows.expectations, *stats.expectations]:
+        c = e.configuration
+        shown = c.meta.get("reports_as") or {"type": c.type, "kwargs": c.kwargs}
+        by_key[(shown["type"], shown["kwargs"].get("column"))] = (shown["kwargs"], c.meta["severity"], c)
     amount = by_key[("expect_column_values_to_be_between", "amount")]
-    assert (amount.kwargs["min_value"], amount.meta["severity"]) == (0, "critical")
-    assert by_key[("expect_column_values_to_be_in_set", "country")].meta["severity"] == "warning"
-    assert by_key[("expect_column_values_to_be_in_set", "channel")].meta["severity"] == "critical"
+    assert (amount[0]["min_value"], amount[1]) == (0, "critical")
+    assert by_key[("expect_column_values_to_be_in_set", "country")][1] == "warning"
+    assert by_key[("expect_column_values_to_be_in_set", "channel")][1] == "critical"
     nulls = by_key[("expect_column_values_to_not_be_null", "distance_km")]
-    assert nulls.meta["severity"] == "warning"
-    assert nulls.kwargs["mostly"] == pytest.approx(1 - vparams.validation.max_null_fraction)
-    assert by_key[("expect_column_values_to_not_be_null", "amount")].meta["severity"] == "critical"
-    assert by_key[("expect_column_values_to_be_unique", "event_id")].meta["severity"] == "critical"
-    rows = by_key[("expect_table_row_count_to_be_between", None)]
-    assert rows.kwargs["min_value"] == 100
-    assert all(c.meta["severity"] in ("critical", "warning") for c in configs)
-    assert {e.severity.value for e in suite.expectations} == {"critical", "warning"}
+    assert nulls[1] == "warning"
+    assert nulls[0]["mostly"] == pytest.approx(1 - vparams.validation.max_null_fraction)
+    assert nulls[2].kwargs["max_value"] == vparams.validation.max_null_fraction  # on the statistics table
+    assert by_key[("expect_column_values_to_not_be_null", "amount")][1] == "critical"
+    unique = by_key[("expect_column_values_to_be_unique", "event_id")]
+    assert unique[1] == "critical" and unique[2].kwargs["column_list"] == ["_partition", "event_id"]
+    row_count = by_key[("expect_table_row_count_to_be_between", None)]
+    assert row_count[0]["min_value"] == 100 and row_count[2].kwargs["column"] == "rows"
+    assert all(
+        e.configuration.meta["severity"] in ("critical", "warning")
+        for s in (rows, stats)
+        for e in s.expectations
+    )
+    assert {e.severity.value for s in (rows, stats) for e in s.expectations} == {"critical", "warning"}
 
 
 def test_clean_lake_passes_and_rerun_validates_nothing(lake, tmp_path, vparams):
@@ -93,7 +103,11 @@ def test_clean_lake_passes_and_rerun_validates_nothing(lake, tmp_path, vparams):
     assert Path(s["data_docs"]).name == "index.html" and Path(s["data_docs"]).exists()
     assert json.loads((reports / "summary.json").read_text())["partitions_validated"] == 4
     pages = list((reports / "data_docs" / "validations").rglob("*.html"))
-    assert len(pages) == 4
+    assert len(pages) == 2, "one batch: a page for its rows, one for its partition statistics"
+    record = json.loads((reports / "state" / "validated.json").read_text())["partitions"]
+    assert {r["docs_page"] for r in record.values()} == {
+        str(p.relative_to(reports / "data_docs")) for p in pages if "/lake_rows/" in str(p)
+    }
     assert "date=" in (reports / "data_docs" / "overview.html").read_text()
 
     again = _run(lake, reports, vparams)
@@ -220,33 +234,61 @@ def test_cli_exits_nonzero_with_one_line_per_failure(lake, tmp_path, params):
 
 
 def test_a_backfill_in_worker_processes_records_what_one_process_does(synthetic_lake, tmp_path, vparams):
-    """Twenty partitions, one of them broken: two spawned workers (each its own GX context, results in the
-    shared store) give the same record and failure lines as one process, a Data Docs page per partition."""
-    from pipelines.validate import PARALLEL_MIN_PARTITIONS, _workers
+    """Twenty partitions in batches of 5, one of them broken: two spawned workers (each its own GX context,
+    results in the shared store) give the same record and failure lines as one process, Data Docs pages for
+    every batch."""
+    from pipelines.validate import _workers
 
     src = synthetic_lake / "lake"
     dates = lake_dates(str(src))
-    assert len(dates) >= PARALLEL_MIN_PARTITIONS and _workers(2, len(dates)) == 2
+    assert _workers(2, 4) == 2 and _workers(2, 1) == 1
     lake = tmp_path / "lake"
     for d in dates:
         shutil.copytree(src / f"date={d}", lake / f"date={d}")
     bad = dates[13]
     base = read_partition(str(lake), bad).slice(0, 10)
     _plant(str(lake), bad, "bad-amount", _with_column(base, "amount", [-1.0] * 10))
+    rows_per_day = read_partition(str(lake), dates[0]).num_rows
     records, summaries = [], []
     for workers in (1, 2):
-        p = vparams.model_copy(
-            update={"validation": vparams.validation.model_copy(update={"workers": workers})}
-        )
+        cfg = vparams.validation.model_copy(update={"workers": workers, "chunk_rows": 5 * rows_per_day})
+        p = vparams.model_copy(update={"validation": cfg})
         reports = tmp_path / f"reports-{workers}"
         summaries.append(_run(str(lake), reports, p, all_partitions=True))
         records.append(json.loads((reports / "state" / "validated.json").read_text())["partitions"])
-        assert len(list((reports / "data_docs" / "validations").rglob("*.html"))) == len(dates)
+        batches = len(dates) // 5 + 1  # the broken day holds 10 more rows: its batch ends with it
+        assert len(list((reports / "data_docs" / "validations").rglob("*.html"))) == 2 * batches
     one, two = summaries
     assert one["failed_partitions"] == two["failed_partitions"] == [bad]
     assert one["failure_lines"] == two["failure_lines"] and one["failure_lines"]
-    drop = ("validated_at", "docs_page")
+    drop = ("validated_at", "docs_page", "docs_pages")
     assert [{k: v for k, v in r.items() if k not in drop} for r in records[1].values()] == [
         {k: v for k, v in r.items() if k not in drop} for r in records[0].values()
     ]
     assert all(r["docs_page"] for r in records[1].values())
+
+
+def test_a_partition_with_other_columns_or_types_fails_alone_in_its_batch(lake, tmp_path, vparams):
+    """Partitions are validated together, yet a partition whose columns or types differ from the lake's
+    fails by itself, named, while the others in its batch pass."""
+    d0, d1 = lake_dates(lake)[:2]
+    t0 = read_partition(lake, d0)
+    shutil.rmtree(Path(lake) / f"date={d0}")
+    i = t0.schema.get_field_index("amount")
+    _plant(lake, d0, "text", t0.set_column(i, "amount", t0.column("amount").cast(pa.string())))
+    t1 = read_partition(lake, d1)
+    shutil.rmtree(Path(lake) / f"date={d1}")
+    _plant(lake, d1, "narrow", t1.drop_columns(["country"]))
+
+    s = _run(lake, tmp_path / "reports", vparams)
+    assert s["partitions_validated"] == 4 and s["failed_partitions"] == [d0, d1]
+    by_date = {p["date"]: p for p in s["partitions"]}
+    assert [p["status"] for p in s["partitions"][2:]] == ["passed", "passed"]
+    (dtype,) = [f for f in by_date[d0]["failures"] if f["severity"] == "critical"]
+    assert dtype["message"] == (
+        f"partition date={d0}: expect_column_values_to_have_dtype(amount, types=['float64', 'float32']) "
+        "observed 'object'"
+    )
+    critical = {f["expectation"]: f for f in by_date[d1]["failures"] if f["severity"] == "critical"}
+    assert "'missing': ['country']" in critical["expect_table_columns_to_match_set"]["observed"]
+    assert set(critical) <= {"expect_table_columns_to_match_set", "expect_column_values_to_not_be_null"}
