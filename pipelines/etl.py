@@ -56,6 +56,8 @@ LEDGER_DIR = "_etl/ledger"
 # own ledger record (so a stale or concurrent copy can cost time, never correctness).
 LEDGER_INDEX = "_etl/ledger_index.json"
 MANIFEST_DIR = "_etl/manifests"
+# what the lake's rows were loaded with (see load_fingerprint): when it changes, every file is loaded again
+LOADED_WITH = "_etl/loaded_with.json"
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUM_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 _INT_RE = r"^\s*[+-]?\d+(\.0*)?\s*$"
@@ -462,6 +464,18 @@ def _drop_old_parts(lake: str, key: str, keep: set[str] | None = None) -> None:
             storage.delete(storage.join(partition_path(lake, date), f"part-{key}.parquet"))
 
 
+def load_fingerprint(params: Params) -> str:
+    """A digest of every setting that shapes the rows a landing file gives the lake: the schema (columns,
+    types, checks), the source mapping (renames, drops, label, time) and the ETL checks. Not the landing
+    folder (other files are other files) nor the compression (same rows, other bytes)."""
+    basis = {
+        "schema": params.schema_.model_dump(mode="json"),
+        "source": params.source.model_dump(mode="json", exclude={"landing"}),
+        "etl": params.etl.model_dump(mode="json", exclude={"compression"}),
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_etl(
     *,
     landing: str,
@@ -489,9 +503,24 @@ def run_etl(
     index_loc = storage.join(lake, LEDGER_INDEX)
     index: dict[str, Any] = storage.read_json(index_loc) if storage.exists(index_loc) else {}
     new_index: dict[str, Any] = {}
+    fingerprint = load_fingerprint(params)
+    loaded_with_loc = storage.join(lake, LOADED_WITH)
+    loaded_with = (
+        storage.read_json(loaded_with_loc).get("fingerprint") if storage.exists(loaded_with_loc) else None
+    )
+    # a lake loaded before fingerprints were recorded is taken as loaded with today's settings
+    reload = loaded_with is not None and loaded_with != fingerprint
+    if reload:
+        log.info(
+            "etl: the schema, source or etl settings changed since the lake was loaded: loading every "
+            "landing file again (their partitions are rewritten)"
+        )
     for f in files:
         key = _source_key(f)
         size, mtime = _file_stat(f)
+        if reload:
+            todo.append((f, storage.sha256_of(f), size))
+            continue
         cached = index.get(key)
         if cached and cached.get("bytes") == size and cached.get("mtime_ns") == mtime:
             new_index[key] = cached
@@ -548,6 +577,10 @@ def run_etl(
             rep.quarantined_by_reason or "",
         )
 
+    if loaded_with is None or (
+        reload and not only_date
+    ):  # a one-day run leaves the other days' files as they were
+        storage.write_json(loaded_with_loc, {"fingerprint": fingerprint})
     merged = {**index, **new_index}
     if merged != index:  # compact: read and written on every run, its size grows with the history
         storage.write_bytes(index_loc, json.dumps(merged, separators=(",", ":"), sort_keys=True).encode())
@@ -584,6 +617,7 @@ def run_etl(
         "totals": totals,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "partitions_written": partitions,
+        "reloaded": reload,  # every file loaded again: the schema, source or etl settings changed
     }
     if reports:
         storage.write_json(storage.join(lake, MANIFEST_DIR, f"{run_id}.json"), manifest)

@@ -189,3 +189,28 @@ def test_parse_times_iso_and_format() -> None:
     assert got.to_pylist() == [utc, utc, None, None]
     got = parse_times(pa.array(["02.01.2025 03:04", "2025-01-02T03:04:00Z"]), "%d.%m.%Y %H:%M")
     assert got.to_pylist() == [dt.datetime(2025, 1, 2, 3, 4, tzinfo=dt.UTC), None]
+
+
+def test_a_schema_edit_loads_the_landing_files_again(tmp_path: Path) -> None:
+    """The profile changes (a column dropped, as after a leak warning): the unchanged landing file is loaded
+    again under the new schema, so the lake never mixes two schemas (before: 'unchanged', and the next stage
+    failed with "Target schema's field names are not matching"). Unchanged settings load nothing."""
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "orders.csv").write_text(CSV)
+    kw: dict[str, Any] = {"event_id": "ref", "time_format": "%d/%m/%Y %H:%M", "delimiter": ";"}
+    first, loaded, _ = _run(tmp_path, _params(**kw))
+    assert "merchant_category" in loaded.column_names and first["totals"]["files_processed"] == 1
+
+    again, _, _ = _run(tmp_path, _params(**kw))
+    assert again["totals"]["files_processed"] == 0 and not again["reloaded"]
+
+    narrow = _params(**{**kw, "drop": [LEAKY, "shop"], "rename": {"cust": "customer_id", "amt": "amount"}})
+    narrow = narrow.model_copy(
+        update={"schema_": narrow.schema_.model_copy(update={"columns": narrow.schema_.columns[:2]})}
+    )
+    edited, loaded, _ = _run(tmp_path, narrow)
+    assert edited["reloaded"] and edited["totals"]["files_processed"] == 1
+    assert edited["totals"]["rows_loaded"] == first["totals"]["rows_loaded"]
+    assert "merchant_category" not in loaded.column_names
+    assert loaded.column("event_id").to_pylist() == ["a1", "a2", "a3"]  # its own rows are no duplicates
+    assert _run(tmp_path, narrow)[0]["totals"]["files_processed"] == 0
