@@ -529,11 +529,14 @@ class TuneConfig(_Model):
 
 
 class PerturbationTest(_Model):
-    """Gaussian noise of relative scale on numeric inputs: ``x * (1 + scale * N(0, 1))``, clipped at 0 for
-    non-negative columns; passes when the mean |score change| stays below ``max_mean_abs_delta``."""
+    """Gaussian noise of relative scale on numeric inputs: ``x + scale * min(|x|, std(x)) * N(0, 1)`` (a
+    relative change, never more than ``scale`` of the column's spread: a year or a pressure is not moved by
+    5% of its magnitude), clipped at 0 for non-negative columns; passes when the mean |score change| stays
+    below the bound."""
 
     enabled: bool = True
-    # empty: every raw numeric input of the feature spec (never the derived aggregates: counts, sums)
+    # empty: every raw numeric input of the feature spec that takes non-integer values (never the derived
+    # aggregates, nor integer-valued counts, flags and ids)
     columns: list[str] = Field(default_factory=list)
     scale: float = Field(default=0.05, gt=0, le=1)
     # the bound; None: relative_bound x the model's own score spread (std of its scores on the tested rows),

@@ -178,6 +178,24 @@ def perturbation_bound(cfg: Any, base: np.ndarray) -> tuple[float, str]:
     return bound, f"{bound:.5f} = {cfg.relative_bound:g} x score std {spread:.5f}"
 
 
+def _continuous(values: pd.Series) -> bool:
+    """A measurement that takes non-integer values. Integer-valued inputs (counts, flags, ids, a year or a
+    week number) have no "5% more": noise moves them off their domain, and a tree split at ``x < 1`` flips
+    on any value of 1 nudged down, a change the data can never make. They are not perturbed by default."""
+    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    x = x[np.isfinite(x)]
+    return bool(x.size) and bool(np.any(x != np.round(x)))
+
+
+def _noise_scale(x: np.ndarray) -> np.ndarray:
+    """Per value, what 'a 5% change' is measured against: the value itself (an amount, a distance), but never
+    more than the column's spread. A year (2016), a pressure (1012 hPa) or a week number varies far less
+    than its magnitude: 5% of 2016 is a century, 5% of the years' spread is a few days."""
+    finite = x[np.isfinite(x)]
+    spread = float(np.std(finite)) if finite.size > 1 else 0.0
+    return np.minimum(np.abs(x), spread)
+
+
 def _perturbation(
     scorer: Any,
     raw: pd.DataFrame,
@@ -193,7 +211,7 @@ def _perturbation(
     changed = raw.copy()
     for col in columns:
         x = pd.to_numeric(changed[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        noisy = x * (1.0 + scale * rng.standard_normal(x.size))
+        noisy = x + scale * _noise_scale(x) * rng.standard_normal(x.size)
         if np.nanmin(x, initial=0.0) >= 0:  # a non-negative input (amount, distance) stays non-negative
             noisy = np.maximum(noisy, 0.0)
         changed[col] = noisy
@@ -209,7 +227,7 @@ def _perturbation(
         "p99_abs_delta": float(np.quantile(delta, 0.99)) if delta.size else 0.0,
         "threshold": bound,
         "passed": bool(stat < bound),
-        "detail": f"x*(1+{scale}*N(0,1)) on {', '.join(columns)}: mean |delta score| {stat:.5f} "
+        "detail": f"x + {scale}*min(|x|, std x)*N(0,1) on {', '.join(columns)}: mean |delta score| {stat:.5f} "
         f"(bound {bound_text or bound})",
     }
 
@@ -281,7 +299,9 @@ def behavioural_tests(
     if len(raw) > cfg.max_rows:
         raw = raw.sample(n=cfg.max_rows, random_state=seed).reset_index(drop=True)
     declared = set(spec["inputs"])
-    pert_cols = list(cfg.perturbation.columns) or [c for c in _numeric_inputs(spec) if c in raw.columns]
+    pert_cols = list(cfg.perturbation.columns) or [
+        c for c in _numeric_inputs(spec) if c in raw.columns and _continuous(raw[c])
+    ]
     wanted = [*pert_cols, *(t.column for t in cfg.invariance), *(t.column for t in cfg.directional)]
     unknown = sorted({c for c in wanted if c not in raw.columns or c not in declared})
     if unknown:

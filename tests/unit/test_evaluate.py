@@ -251,3 +251,34 @@ def test_the_perturbation_bound_follows_the_models_own_score_spread() -> None:
     assert not behavioural_tests({"m": wide}, _frame(), spec=SPEC, cfg=strict, seed=0)["m"]["tests"][0][
         "passed"
     ]
+
+
+def test_noise_is_bounded_by_the_spread_and_skips_integer_valued_inputs() -> None:
+    """On hotel bookings a good model was refused: 5% of arrival_date_year moved it by a century, and any
+    nudge of a count such as total_of_special_requests (1 -> 0.99) crossed a tree split at x < 1. The noise
+    is now at most 5% of the column's spread, and by default only non-integer measurements are perturbed."""
+    from pipelines.evaluate import _continuous, _noise_scale
+
+    years = np.array([2015.0, 2016.0, 2017.0, np.nan])
+    scale = _noise_scale(years)
+    assert np.nanmax(scale) == pytest.approx(np.nanstd(years)) and np.nanmax(scale) < 1
+    amounts = np.array([1.0, 10.0, 1000.0])
+    assert _noise_scale(amounts).tolist()[:2] == [1.0, 10.0]  # small amounts: relative, as before
+    assert not _continuous(pd.Series([0, 1, 2, None])) and _continuous(pd.Series([0.5, 1.0]))
+
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pd.DataFrame({"year": rng.choice([2015, 2016, 2017], n).astype(float), "requests": rng.integers(0, 4, n),
+                          "adr": rng.lognormal(4, 0.5, n)})  # fmt: skip
+    spec = {"inputs": {"year": "numeric", "requests": "numeric", "adr": "numeric"}, "feature_names": []}
+    # a tree-like model: steps at the integer values of the count and of the year
+    steps = _Fn(
+        "m", lambda f: 0.2 + 0.5 * (f["requests"].to_numpy() < 1) + 0.2 * (f["year"].to_numpy() < 2016.5)
+    )
+    cfg = BehaviouralConfig(models=["m"], perturbation=PerturbationTest())
+    test = behavioural_tests({"m": steps}, frame, spec=spec, cfg=cfg, seed=0)["m"]["tests"][0]
+    assert test["columns"] == ["adr"] and test["passed"], test["detail"]
+    forced = BehaviouralConfig(models=["m"], perturbation=PerturbationTest(columns=["year", "requests"]))
+    assert not behavioural_tests({"m": steps}, frame, spec=spec, cfg=forced, seed=0)["m"]["tests"][0][
+        "passed"
+    ]
