@@ -617,6 +617,9 @@ class GateConfig(_Model):
     # on the candidate's own test split (the most recent labelled holdout)
     metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     baseline_margin: float = Field(default=0.02, ge=0, le=1)  # beat every baseline by at least this
+    # and beat the best baseline beyond chance: the one-sided 95% lower bound of the difference over a paired
+    # bootstrap of the test rows is above 0 (a margin on a few hundred rows can be luck)
+    beyond_chance: bool = True
     champion_margin: float = Field(default=0.0, ge=-1, le=1)  # candidate - champion on the same holdout
     slice_margin: float = Field(default=0.05, ge=0, le=1)  # per slice: candidate >= champion - margin
     slice_margins: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)  # per column

@@ -337,6 +337,35 @@ def behavioural_tests(
     return out
 
 
+# --------------------------------------------------------------------------- beyond chance
+
+BOOTSTRAP_RESAMPLES = 200
+
+
+def beyond_chance(
+    y: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    table: Mapping[str, Mapping[str, float]],
+    *,
+    primary: str,
+    seed: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, Any]:
+    """The primary model minus its best baseline (per metric) on the test rows, with the one-sided 95% lower
+    bound of a stratified paired bootstrap: a margin on a few hundred rows can be luck (a candidate trained on
+    shuffled labels beat the zero rule's PR-AUC by 0.0205 on 700 hourly rows), a lower bound above 0 is not."""
+    baselines = [n for n in table if n.startswith(BASELINE_PREFIX)]
+    out: dict[str, Any] = {"resamples": resamples, "level": 0.95, "rows": int(y.size), "vs_best_baseline": {}}
+    for metric in ("pr_auc", "roc_auc"):
+        finite = [b for b in baselines if math.isfinite(table[b][metric])]
+        if primary not in scores or not finite:
+            continue
+        best = max(finite, key=lambda b: table[b][metric])
+        d = M.bootstrap_delta(y, scores[primary], scores[best], resamples=resamples, seed=seed)[metric]
+        out["vs_best_baseline"][metric] = {"baseline": best, **d}
+    return out
+
+
 # --------------------------------------------------------------------------- the evaluation
 
 
@@ -467,6 +496,7 @@ def evaluate_frames(
         "margin": cfg.slice_margin,
     }
     slices = {name: slice_metrics(rows, y, scores[name], **slice_kw) for name in scorers if _is_model(name)}
+    significance = beyond_chance(y, scores, table, primary=cfg.primary, seed=seed)
     behavioural = behavioural_tests(scorers, rows, spec=spec, cfg=cfg.behavioural, seed=seed)
 
     champ_out = None
@@ -499,6 +529,7 @@ def evaluate_frames(
             "calibration": {"method": cfg.calibration, "fitted_on": "valid", "params": calibration},
             "slices": slices,
             "behavioural": behavioural,
+            "significance": significance,
             "champion": champ_out,
             "curves": curves,
             "summary": {

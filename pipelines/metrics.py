@@ -13,6 +13,9 @@ arrays and returns plain Python numbers or lists, ready for JSON. Conventions, s
   bins are skipped), ``quantile`` = equal-mass bins (about n / bins rows each; ties can merge bins).
   With scores as skewed as fraud scores, equal-width bins put almost every row in the first bin, so
   the report states which binning it used.
+- **Bootstrap of a difference** (``bootstrap_delta``): model A minus model B on the same rows, over
+  stratified paired resamples (each resample keeps the numbers of positives and negatives, and both
+  models are scored on the same drawn rows); the lower bound is the ``1 - level`` quantile.
 - **Calibration** maps raw scores to calibrated probabilities with parameters stored as JSON (never a
   pickle): isotonic regression as its step thresholds ``{"method": "isotonic", "x": [...], "y": [...]}``
   applied by linear interpolation (constant outside the range), or Platt scaling on the score's logit,
@@ -33,6 +36,7 @@ __all__ = [
     "CalibrationMethod",
     "apply_calibration",
     "binary_metrics",
+    "bootstrap_delta",
     "brier_score",
     "calibration_curve",
     "expected_calibration_error",
@@ -304,3 +308,61 @@ def apply_calibration(params: Mapping[str, Any], p: Any) -> np.ndarray:
     if method == "platt":
         return 1.0 / (1.0 + np.exp(-(float(params["a"]) * _logit(p) + float(params["b"]))))
     raise ValueError(f"calibration parameters: method={method!r}; expected 'isotonic' or 'platt'")
+
+
+class _Ranked:
+    """One model's scores sorted once (descending), so a resample's AUCs cost a weighted cumulative sum."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        self.order = np.argsort(-p, kind="stable")
+        sp = p[self.order]
+        self.y = y[self.order].astype(np.float64)
+        # the last position of each run of tied scores: metrics are read at distinct thresholds only
+        self.ends = np.r_[np.flatnonzero(np.diff(sp) != 0), sp.size - 1]
+
+    def aucs(self, weights: np.ndarray) -> tuple[float, float]:
+        """(ROC-AUC, average precision) with per-row ``weights`` (bootstrap counts), sklearn's definitions."""
+        w = weights[self.order]
+        tp = np.cumsum(w * self.y)[self.ends]
+        fp = np.cumsum(w * (1.0 - self.y))[self.ends]
+        pos, neg = tp[-1], fp[-1]
+        tpr, fpr = np.r_[0.0, tp / pos], np.r_[0.0, fp / neg]
+        roc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+        precision = tp / np.maximum(tp + fp, 1e-300)
+        ap = float(np.sum(np.diff(np.r_[0.0, tp / pos]) * precision))
+        return roc, ap
+
+
+def bootstrap_delta(
+    y: Any, p_a: Any, p_b: Any, *, resamples: int = 200, level: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """ROC-AUC and PR-AUC of A minus B on the same rows, with a one-sided lower bound at ``level``.
+
+    ``{"roc_auc": {"delta", "lower", "p_not_better"}, "pr_auc": {...}}``; ``delta`` is on the rows as they
+    are, ``lower`` the ``1 - level`` quantile over stratified paired resamples, ``p_not_better`` the share of
+    resamples in which A does not beat B. NaNs without both classes.
+    """
+    y, a = _check(y, p_a)
+    _, b = _check(y, p_b)
+    nan = {"delta": math.nan, "lower": math.nan, "p_not_better": math.nan}
+    if not _both_classes(y):
+        return {"roc_auc": dict(nan), "pr_auc": dict(nan)}
+    ra, rb = _Ranked(y, a), _Ranked(y, b)
+    ones = np.ones(y.size)
+    base = np.subtract(ra.aucs(ones), rb.aucs(ones))
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draws = np.empty((resamples, 2))
+    for i in range(resamples):
+        w = np.bincount(rng.choice(pos, pos.size), minlength=y.size) + np.bincount(
+            rng.choice(neg, neg.size), minlength=y.size
+        )
+        draws[i] = np.subtract(ra.aucs(w.astype(np.float64)), rb.aucs(w.astype(np.float64)))
+    out = {}
+    for j, name in enumerate(("roc_auc", "pr_auc")):
+        out[name] = {
+            "delta": float(base[j]),
+            "lower": float(np.quantile(draws[:, j], 1 - level)),
+            "p_not_better": float(np.mean(draws[:, j] <= 0)),
+        }
+    return out

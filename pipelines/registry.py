@@ -35,6 +35,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -185,6 +186,25 @@ def gate_decision(
         check(
             f"beats_{b}", ok, f"{primary} {metric} {_f(cand)} vs {b} {_f(base)} (need +{cfg.baseline_margin})"
         )
+
+    if cfg.beyond_chance:
+        sig = (evaluation.get("significance") or {}).get("vs_best_baseline", {}).get(metric)
+        if sig is None:
+            check(
+                "beyond_chance",
+                True,
+                "not computed by this evaluation (an evaluation.json from before it was)",
+            )
+        else:
+            lower = sig.get("lower")
+            ok = lower is not None and math.isfinite(lower) and lower > 0
+            rows = (evaluation.get("significance") or {}).get("rows")
+            check(
+                "beyond_chance",
+                ok,
+                f"{primary} - {sig['baseline']} {metric} {_f(sig.get('delta'))}, one-sided 95% lower bound "
+                f"{_f(lower)} over paired bootstrap resamples of the {rows} test rows (need > 0)",
+            )
 
     if champion is None:
         check("beats_champion", True, "no champion yet")

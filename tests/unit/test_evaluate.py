@@ -282,3 +282,50 @@ def test_noise_is_bounded_by_the_spread_and_skips_integer_valued_inputs() -> Non
     assert not behavioural_tests({"m": steps}, frame, spec=spec, cfg=forced, seed=0)["m"]["tests"][0][
         "passed"
     ]
+
+
+def test_a_margin_that_chance_explains_is_rejected() -> None:
+    """On 700 hourly weather rows a candidate trained on shuffled labels beat the zero rule's PR-AUC by
+    0.0205 (margin 0.02) and became champion. The gate now also wants the one-sided 95% lower bound of the
+    difference to the best baseline, over a paired bootstrap of the test rows, above 0."""
+    from pipelines import metrics as M
+    from pipelines.evaluate import beyond_chance
+
+    rng = np.random.default_rng(4)
+    n = 700
+    y = (rng.random(n) < 0.07).astype(int)
+    informed = np.clip(0.1 + 0.5 * y + rng.normal(0, 0.2, n), 0, 1)
+    lucky = rng.random(n)  # knows nothing
+    zero = np.full(n, y.mean())
+    for scores, expected in ((informed, True), (lucky, False)):
+        table = {
+            k: M.binary_metrics(y, v) for k, v in {"xgboost": scores, "baseline_zero_rule": zero}.items()
+        }
+        sig = beyond_chance(
+            y, {"xgboost": scores, "baseline_zero_rule": zero}, table, primary="xgboost", seed=0
+        )
+        pr = sig["vs_best_baseline"]["pr_auc"]
+        assert pr["baseline"] == "baseline_zero_rule" and (pr["lower"] > 0) is expected, pr
+        ev = _evaluation(0.4)
+        ev["significance"] = sig
+        g = gate_decision(ev, champion=None, cfg=GateConfig())
+        assert g["passed"] is expected, g["reasons"]
+        if not expected:
+            assert any(
+                r.startswith("beyond_chance: xgboost - baseline_zero_rule pr_auc") for r in g["reasons"]
+            )
+            assert gate_decision(ev, champion=None, cfg=GateConfig(beyond_chance=False))["passed"]
+
+
+def test_bootstrap_aucs_match_scikit_learn_with_weights_and_ties() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from pipelines.metrics import _Ranked
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.1).astype(int)
+    p = np.round(rng.random(3000) * 0.5 + 0.3 * y, 2)  # many ties
+    w = rng.integers(0, 3, 3000).astype(float)
+    roc, ap = _Ranked(y, p).aucs(w)
+    assert roc == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    assert ap == pytest.approx(average_precision_score(y, p, sample_weight=w), abs=1e-12)
