@@ -625,6 +625,8 @@ class GateConfig(_Model):
     slice_margins: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)  # per column
     require_behavioural: bool = True
     near_miss: Literal["challenger", "reject"] = "challenger"  # only the champion check failed -> challenger
+    # ... and the candidate is at most this far below the champion (a model far behind is no challenger)
+    near_miss_margin: float = Field(default=0.05, ge=0, le=1)
     card: ModelCardConfig = ModelCardConfig()
 
 

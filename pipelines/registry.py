@@ -206,12 +206,14 @@ def gate_decision(
                 f"{_f(lower)} over paired bootstrap resamples of the {rows} test rows (need > 0)",
             )
 
+    gap = None  # how far below the champion the candidate is (the near-miss rule)
     if champion is None:
         check("beats_champion", True, "no champion yet")
         check("slices_vs_champion", True, "no champion yet")
     else:
         champ = champion.get("metrics", {}).get(primary, {}).get(metric)
         ok = cand is not None and champ is not None and cand - float(champ) >= cfg.champion_margin
+        gap = None if cand is None or champ is None else float(champ) - cand
         check(
             "beats_champion",
             ok,
@@ -252,7 +254,12 @@ def gate_decision(
     failing = [c["name"] for c in checks if not c["passed"]]
     if passed:
         status = "champion"
-    elif failing == ["beats_champion"] and cfg.near_miss == "challenger":
+    elif (
+        failing == ["beats_champion"]
+        and cfg.near_miss == "challenger"
+        and gap is not None
+        and gap <= cfg.near_miss_margin + 1e-12
+    ):
         status = "challenger"
     else:
         status = "rejected"

@@ -329,3 +329,12 @@ def test_bootstrap_aucs_match_scikit_learn_with_weights_and_ties() -> None:
     roc, ap = _Ranked(y, p).aucs(w)
     assert roc == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
     assert ap == pytest.approx(average_precision_score(y, p, sample_weight=w), abs=1e-12)
+
+
+def test_a_candidate_far_behind_the_champion_is_no_challenger() -> None:
+    """A retrain on shuffled labels (PR-AUC far below the champion's) passed every check but beats_champion
+    and was registered as a challenger, ready for a canary. Near misses only: within gate.near_miss_margin."""
+    far = gate_decision(_evaluation(0.20), champion=_champion(0.42), cfg=GateConfig())
+    assert far["status"] == "rejected"
+    near = gate_decision(_evaluation(0.40), champion=_champion(0.42), cfg=GateConfig(near_miss_margin=0.02))
+    assert near["status"] == "challenger"
