@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,22 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from real_datasets import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 
 
-def _copy_project(dst: Path) -> None:
-    """The project's code and configuration (what git would check out), without data or reports."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split()  # fmt: skip
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "reports/", "runs/", "benchmarks/results/")):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    (dst / "data" / "hand_labels").mkdir(parents=True, exist_ok=True)
+_copy_project = copy_project
 
 
 def _env() -> dict[str, str]:
