@@ -148,8 +148,8 @@ def test_hotel_profile_end_to_end_through_evaluation(tmp_path: Path, hotel_zip: 
 
 def test_a_single_daily_series_runs_through_evaluation_without_an_entity(tmp_path: Path) -> None:
     """A weather-like daily series (one row a day, no id, `NA` for missing values): init once stopped at
-    "no entity column found"; now the whole pipeline runs on it with no edits, and its rolling windows are the
-    series' own (a constant entity)."""
+    "no entity column found"; now the whole pipeline runs on it with no edits (a constant entity, no
+    per-entity windows)."""
     project = tmp_path / "project"
     _copy_project(project)
     rng = np.random.default_rng(3)
