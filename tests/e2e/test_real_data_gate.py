@@ -87,9 +87,10 @@ def test_gates_hold_on_real_data(name: str, tmp_path: Path) -> None:
     said = leaky.stdout + leaky.stderr
     assert "FAILED at features" in said and LEAK in said, said[-3000:]
 
-    # the profile as init wrote it: features build; a candidate on shuffled labels is rejected
+    # the profile as init wrote it: features build and the study runs; a candidate on shuffled labels (same
+    # parameters) is rejected
     profile_path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    clean = _run([str(BIN / "loopline"), "run", "--profile", name, "--until", "features"], project)
+    clean = _run([str(BIN / "loopline"), "run", "--profile", name, "--until", "tune"], project)
     assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
     ws = project / "runs" / name
     _shuffled(ws / "data" / "features", ws / "data" / "features_shuffled", seed=1)
@@ -97,7 +98,7 @@ def test_gates_hold_on_real_data(name: str, tmp_path: Path) -> None:
 
     def candidate(name: str, features: str) -> dict:
         steps = [
-            [lp, "train", "--features", features, "--best-params", "reports/tuning/none.json", "--out",
+            [lp, "train", "--features", features, "--best-params", "reports/tuning/best_params.json", "--out",
              f"models/{name}", "--reports", f"reports/train_{name}"],
             [lp, "evaluate", "--features", features, "--model", f"models/{name}", "--out", f"reports/eval_{name}"],
             [lp, "register", "--model", f"models/{name}", "--evaluation", f"reports/eval_{name}", "--registry",
@@ -108,7 +109,7 @@ def test_gates_hold_on_real_data(name: str, tmp_path: Path) -> None:
             assert done.returncode == 0, (step[1], done.stdout[-3000:] + done.stderr[-3000:])
         return json.loads((ws / "reports" / "registry" / f"{name}.json").read_text())
 
-    honest = candidate("honest", "data/features")  # the true labels, default XGBoost settings
+    honest = candidate("honest", "data/features")  # the true labels, the study's parameters
     assert honest["status"] == "champion", honest["reasons"]
     shuffled = candidate("shuffled", "data/features_shuffled")
     assert shuffled["status"] == "rejected" and not shuffled["passed"], shuffled
