@@ -338,7 +338,11 @@ def _jsonable(v: Any) -> Any:
 
 
 def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """None, NaN, and pandas' NaT / NA (the batch frame's missing values)."""
+    try:
+        return v is None or bool(v != v)
+    except TypeError:  # pd.NA: its comparisons are NA
+        return True
 
 
 def _args(kwargs: dict[str, Any]) -> str:

@@ -64,3 +64,14 @@ def test_the_same_warning_on_many_partitions_is_one_line() -> None:
         lines[1]
         == "partition date=2025-03-01: expect_column_values_to_be_in_set(channel) observed 1 unexpected value"
     )
+
+
+def test_missing_values_of_the_batch_frame_are_never_shown_as_examples():
+    """The batch frame holds pandas' NaT and NA where GX's lists held None: a not-null failure on a
+    timestamp column must not print "(e.g. NaT)"."""
+    import pandas as pd
+
+    from pipelines.validate import _is_missing
+
+    assert all(_is_missing(v) for v in (None, float("nan"), pd.NaT, pd.NA))
+    assert not any(_is_missing(v) for v in (0, "", "x", pd.Timestamp("2025-01-01", tz="UTC")))
