@@ -12,6 +12,7 @@ Each stage adds its own section model here; a stage reads only the sections it n
 from __future__ import annotations
 
 import ast
+import codecs
 import datetime as dt
 import io
 import os
@@ -196,7 +197,22 @@ class SourceConfig(_Model):
     # Folder of the user's landing files for `loopline run --profile` (hotel/generic; relative paths are
     # resolved against the project root). None: data/landing, which the generate stage fills (synthetic).
     landing: str | None = None
+    # text encoding of CSV landing files (any Python codec name: utf-8, latin-1, cp1252...); a line not valid
+    # in it is quarantined (invalid_encoding), the rest of the file loads. `loopline init` detects Latin-1.
+    encoding: str = Field(default="utf-8", min_length=1)
     generic: GenericSourceConfig = GenericSourceConfig()
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {value!r}; use a Python codec name such as utf-8, latin-1 or cp1252"
+            ) from None
+        return value
+
     hotel: HotelConfig = HotelConfig()
 
 

@@ -18,6 +18,7 @@ partitions inside the de-duplication look-back window are read.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
@@ -35,7 +36,7 @@ import pyarrow.compute as pc
 
 from pipelines import storage
 from pipelines.config import ColumnSpec, EtlConfig, Params, SchemaConfig
-from pipelines.sources import FileRejected, RawBatch, SourceAdapter, adapter_for
+from pipelines.sources import FileRejected, RawBatch, SourceAdapter, adapter_for, count_data_lines
 from pipelines.timeparse import TS as TIMESTAMP_UTC
 from pipelines.timeparse import parse_times
 
@@ -366,7 +367,16 @@ def process_file(
     part_name = f"part-{key}.parquet"
     report = FileReport(name=Path(path).name, sha256=sha256, bytes=nbytes, status="processed")
     try:
-        batch = adapter.read(path)
+        try:
+            batch = adapter.read(path)
+        except (pa.ArrowException, UnicodeError, csv.Error) as err:  # no line of it can be told apart
+            raise FileRejected(
+                "unreadable_file",
+                f"{path}: could not be read as the source's format ({type(err).__name__}: {err}); it is "
+                "quarantined whole and the other files load. Fix or re-export it, then put it back in the "
+                "landing folder",
+                _data_lines(path),
+            ) from None
     except FileRejected as rej:
         # The whole file is kept, byte for byte, with the reason beside it.
         storage.copy_file(path, storage.join(quarantine, "files", Path(path).name))
@@ -395,8 +405,7 @@ def process_file(
         reasons["duplicate_in_file"] += int(dup_file.sum())
     if dup_lake.any():
         reasons["duplicate_in_lake"] += int(dup_lake.sum())
-    if batch.malformed:
-        reasons["malformed_line"] += len(batch.malformed)
+    reasons.update(bad.reason for bad in batch.malformed)
 
     quarantined = _quarantine_table(checked, dup_file | dup_lake, dup_lake, batch, adapter.schema)
     q_loc = storage.join(quarantine, "rows", f"{key}.parquet")
@@ -432,6 +441,13 @@ def process_file(
     return report
 
 
+def _data_lines(path: str) -> int:
+    """Data lines of a plain-text landing file that could not be parsed (0 when compressed or binary)."""
+    if not path.endswith((".csv", ".txt", ".tsv")):
+        return 0
+    return count_data_lines(storage.read_bytes(path))
+
+
 def _quarantine_table(
     checked: CheckResult, dup_mask: np.ndarray, dup_lake: np.ndarray, batch: RawBatch, schema: SchemaConfig
 ) -> pa.Table:
@@ -444,12 +460,13 @@ def _quarantine_table(
         parts.append(dups.append_column("_reasons", pa.array(why, pa.string())))
     table = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.string()) for c in cols})
     table = table.append_column("_raw_line", pa.nulls(table.num_rows, pa.string()))
+    table = table.append_column("_line", pa.nulls(table.num_rows, pa.int64()))  # known for unparsed lines
     if batch.malformed:
         n = len(batch.malformed)
         mal = {c: pa.nulls(n, pa.string()) for c in cols}
-        mal["_reason"] = pa.array(["malformed_line"] * n)
-        mal["_reasons"] = pa.array(["malformed_line"] * n)
-        mal["_raw_line"] = pa.array([text for _, text in batch.malformed], pa.string())
+        mal["_reason"] = mal["_reasons"] = pa.array([bad.reason for bad in batch.malformed], pa.string())
+        mal["_raw_line"] = pa.array([bad.text for bad in batch.malformed], pa.string())
+        mal["_line"] = pa.array([bad.line for bad in batch.malformed], pa.int64())
         table = pa.concat_tables([table, pa.table(mal)])
     return table
 

@@ -29,6 +29,7 @@ evidence (a name only) is a commented suggestion; the column stays a feature.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import io
 import json
 import logging
@@ -186,8 +187,60 @@ def read_sample(path: str | Path, *, max_rows: int = 200_000, delimiter: str | N
             if len(members) != 1:
                 raise ValueError(f"--from {path}: a zip must hold exactly one data file, found {members}")
             with zf.open(members[0]) as fh:
-                return pd.read_csv(io.BytesIO(fh.read()), **kwargs)
-    return pd.read_csv(path, compression="infer", **kwargs)
+                data = fh.read()
+        encoding, note = detect_encoding(data[:ENCODING_SAMPLE_BYTES])
+        frame = pd.read_csv(io.BytesIO(data), encoding=encoding, encoding_errors="replace", **kwargs)
+    else:
+        opener = gzip.open if suffixes and suffixes[-1] == ".gz" else open
+        with opener(path, "rb") as fh:
+            encoding, note = detect_encoding(fh.read(ENCODING_SAMPLE_BYTES))
+        frame = pd.read_csv(path, compression="infer", encoding=encoding, encoding_errors="replace", **kwargs)
+    frame.attrs.update(encoding=encoding, encoding_note=note)
+    return frame
+
+
+ENCODING_SAMPLE_BYTES = 8 << 20
+
+
+def detect_encoding(sample: bytes) -> tuple[str, str | None]:
+    """The text encoding of a CSV's first bytes, and a note when it is not plain UTF-8.
+
+    UTF-8 when every line is valid UTF-8, or when some non-ASCII lines are (a stray byte in a UTF-8 file
+    costs its line in ETL, quarantined as invalid_encoding); a file whose non-ASCII lines are never valid
+    UTF-8 is a single-byte export: Windows-1252 when every byte is defined there, else Latin-1.
+    """
+    if sample.isascii():
+        return "utf-8", None
+    cut = sample.rfind(b"\n")
+    sample = sample if cut < 0 else sample[:cut]  # never judge a character cut at the sample's end
+    try:
+        sample.decode("utf-8")
+        return "utf-8", None
+    except UnicodeDecodeError:
+        pass
+    wide = [line for line in sample.split(b"\n") if not line.isascii()]
+    valid = 0
+    for line in wide:
+        try:
+            line.decode("utf-8")
+            valid += 1
+        except UnicodeDecodeError:
+            pass
+    if valid:
+        return "utf-8", (
+            f"{len(wide) - valid} of {len(wide)} lines with non-ASCII bytes in the first "
+            f"{len(sample) >> 20 or 1} MiB are not valid UTF-8: kept utf-8; ETL quarantines those lines "
+            "(invalid_encoding). If the file mixes encodings, re-export it as UTF-8"
+        )
+    try:
+        sample.decode("cp1252")
+        encoding = "cp1252"
+    except UnicodeDecodeError:
+        encoding = "latin-1"
+    return encoding, (
+        f"the file is not UTF-8 ({len(wide)} lines with bytes invalid in UTF-8, none valid): read as "
+        f"{encoding} (source.encoding); change it if the accents look wrong"
+    )
 
 
 # --------------------------------------------------------------------------- inference helpers
@@ -431,6 +484,8 @@ def infer_profile(
     warnings: list[LeakWarning] = []
     drop: list[str] = []
     notes = numbers_typed_as_categories(df, infos)
+    if df.attrs.get("encoding_note"):
+        notes.append(str(df.attrs["encoding_note"]))
 
     def strong(col: str, kind: str, detail: str) -> None:
         warnings.append(LeakWarning(col, kind, detail, True))
@@ -667,6 +722,7 @@ def infer_profile(
         "source": {
             "kind": "generic",
             "landing": landing,
+            "encoding": df.attrs.get("encoding", "utf-8"),
             "generic": {
                 "format": file_format,
                 "pattern": pattern,

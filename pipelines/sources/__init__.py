@@ -10,20 +10,29 @@ happen in the ETL stage, the same for every source. An adapter never drops a row
 from __future__ import annotations
 
 from pipelines.config import Params
-from pipelines.sources.base import CsvAdapter, FileRejected, RawBatch, SourceAdapter
+from pipelines.sources.base import (
+    BadLine,
+    CsvAdapter,
+    FileRejected,
+    RawBatch,
+    SourceAdapter,
+    count_data_lines,
+)
 from pipelines.sources.generic import GenericAdapter
 from pipelines.sources.hotel import HotelAdapter
 
-__all__ = ["FileRejected", "RawBatch", "SourceAdapter", "adapter_for"]
+__all__ = ["BadLine", "FileRejected", "RawBatch", "SourceAdapter", "adapter_for", "count_data_lines"]
 
 
 def adapter_for(params: Params) -> SourceAdapter:
     """The adapter that ``params.source.kind`` selects."""
     kind = params.source.kind
     if kind == "synthetic":
-        return CsvAdapter(schema=params.schema, pattern="*.csv")
+        return CsvAdapter(schema=params.schema, pattern="*.csv", encoding=params.source.encoding)
     if kind == "generic":
-        return GenericAdapter(schema=params.schema, cfg=params.source.generic)
+        return GenericAdapter(
+            schema=params.schema, cfg=params.source.generic, encoding=params.source.encoding
+        )
     if kind == "hotel":
-        return HotelAdapter(schema=params.schema, cfg=params.source.hotel)
+        return HotelAdapter(schema=params.schema, cfg=params.source.hotel, encoding=params.source.encoding)
     raise ValueError(f"params: source.kind = {kind!r}: expected synthetic, hotel or generic")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -30,13 +33,21 @@ class FileRejected(Exception):
         self.rows = rows
 
 
+class BadLine(NamedTuple):
+    """A physical line of a landing file that never became a row: kept for quarantine with its reason."""
+
+    line: int | None  # 1-based line in the file (line 1 is the header), when known
+    text: str  # the line as read; bytes invalid in the file's encoding as \\xNN escapes (recoverable)
+    reason: str = "malformed_line"  # or invalid_encoding
+
+
 @dataclass
 class RawBatch:
     """One landing file read and mapped onto the event-table columns, not yet type-checked."""
 
     table: pa.Table  # contract columns (strings for text sources); row order = file order
     line_numbers: pa.Array | None = None  # 1-based line of each row in the file, when known
-    malformed: list[tuple[int | None, str]] = field(default_factory=list)  # (line, text) not parsed
+    malformed: list[BadLine] = field(default_factory=list)  # lines not parsed
     # For sources whose files are not one-per-day, the reference time for "future" checks is the run's.
     file_date: str | None = None
 
@@ -64,6 +75,32 @@ def count_data_lines(data: bytes) -> int:
     return max(len(lines) - 1, 0)
 
 
+def split_undecodable(data: bytes, encoding: str = "utf-8") -> tuple[bytes, list[BadLine]]:
+    """The data as UTF-8 without the physical lines that are not valid in ``encoding``, and those lines
+    (``invalid_encoding``, their bytes kept as ``\\xNN`` escapes). One stray byte costs its line, not the
+    file: Arrow's reader stops at the first invalid UTF-8 value and names neither file nor line."""
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    if data.isascii():  # the common case, checked at memory speed
+        return data, []
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return (data, []) if utf8 else (text.encode("utf-8"), [])
+    kept: list[bytes] = []
+    bad: list[BadLine] = []
+    for i, line in enumerate(data.split(b"\n")):
+        try:
+            decoded = line.decode(encoding)
+        except UnicodeDecodeError:
+            raw = line.rstrip(b"\r").decode("utf-8" if utf8 else "latin-1", errors="backslashreplace")
+            bad.append(BadLine(i + 1, raw, "invalid_encoding"))
+            continue
+        kept.append(line if utf8 else decoded.encode("utf-8"))
+    return b"\n".join(kept), bad
+
+
 def read_csv_strings(
     data: bytes,
     *,
@@ -71,8 +108,10 @@ def read_csv_strings(
     delimiter: str = ",",
     null_values: list[str] | None = None,
     typed: dict[str, pa.DataType] | None = None,
-) -> tuple[pa.Table, list[tuple[int | None, str]]]:
-    """Read CSV bytes; lines with the wrong field count are returned, not parsed.
+    encoding: str = "utf-8",
+) -> tuple[pa.Table, list[BadLine]]:
+    """Read CSV bytes; lines with the wrong field count, or not valid in ``encoding``, are returned, not
+    parsed (the rest of the file loads).
 
     With ``typed`` (column -> Arrow type), a clean file is parsed straight to those types by Arrow's
     parallel converter (the fast path). If any value does not convert, the file is read again with every
@@ -82,6 +121,14 @@ def read_csv_strings(
     """
     if not data[:65536].strip() and not data.strip():
         raise FileRejected("empty_file", f"{path}: the file is empty (no header); nothing to load", 0)
+    raw, (data, undecodable) = data, split_undecodable(data, encoding)
+    if undecodable and undecodable[0].line == 1:
+        raise FileRejected(
+            "invalid_encoding",
+            f"{path}: the header line is not valid {encoding} ({undecodable[0].text[:80]!r}); set "
+            "source.encoding in your profile (or params.yaml) to the file's encoding, e.g. latin-1 or cp1252",
+            count_data_lines(raw),
+        )
     eol = data.find(b"\n")
     header = (data if eol < 0 else data[:eol]).decode("utf-8-sig", errors="replace").rstrip("\r")
     columns = next(csv.reader([header], delimiter=delimiter))
@@ -90,13 +137,16 @@ def read_csv_strings(
         raise FileRejected(
             "duplicate_header",
             f"{path}: header repeats column(s) {dup}; names must be unique",
-            count_data_lines(data),
+            count_data_lines(raw),
         )
-    malformed: list[tuple[int | None, str]] = []
+    malformed: list[BadLine] = []
     data, unterminated = split_unterminated_quotes(data, delimiter)
 
+    def original(number: int | None) -> int | None:  # Arrow counts the lines of the data left to it
+        return _original_line(_original_line(number, unterminated), undecodable)
+
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        malformed.append((None if row.number is None else _original_line(row.number, unterminated), row.text))
+        malformed.append(BadLine(original(row.number), row.text))
         return "skip"
 
     def read(types: dict[str, pa.DataType]) -> pa.Table:
@@ -115,13 +165,38 @@ def read_csv_strings(
         )
 
     as_text = {c: pa.string() for c in columns}
-    found = [(n, text) for n, text in unterminated]
+    found = [*undecodable, *(b._replace(line=_original_line(b.line, undecodable)) for b in unterminated)]
+    found.sort(key=lambda b: b.line or 0)
+    table = None
     if typed:
         try:
-            return read({**as_text, **{c: t for c, t in typed.items() if c in as_text}}), found + malformed
+            table = read({**as_text, **{c: t for c, t in typed.items() if c in as_text}})
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             malformed.clear()  # some value does not convert: the per-row path below finds which
-    return read(as_text), found + malformed
+    if table is None:
+        table = read(as_text)
+    return table, found + _number_lines(malformed, data, original)
+
+
+def _number_lines(
+    bad: list[BadLine], data: bytes, original: Callable[[int | None], int | None]
+) -> list[BadLine]:
+    """Line numbers for the lines Arrow's multi-threaded reader reports without one, found by their text
+    (the n-th report of a text is its n-th occurrence)."""
+    if all(b.line is not None for b in bad):
+        return bad
+    where: dict[str, list[int]] = {}
+    for i, line in enumerate(data.split(b"\n")):
+        text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+        where.setdefault(text, []).append(i + 1)
+    taken: Counter[str] = Counter()
+    out = []
+    for b in bad:
+        if b.line is None and taken[b.text] < len(where.get(b.text, [])):
+            b = b._replace(line=original(where[b.text][taken[b.text]]))
+            taken[b.text] += 1
+        out.append(b)
+    return out
 
 
 def _open_quote(line: bytes, delimiter: str) -> bool:
@@ -135,7 +210,7 @@ def _open_quote(line: bytes, delimiter: str) -> bool:
     return False
 
 
-def split_unterminated_quotes(data: bytes, delimiter: str = ",") -> tuple[bytes, list[tuple[int, str]]]:
+def split_unterminated_quotes(data: bytes, delimiter: str = ",") -> tuple[bytes, list[BadLine]]:
     """Take out the physical lines whose quotes do not close (an odd number of ``"``): values may not span
     lines here, so such a line is malformed on its own, and left in, the parser would read every line after
     it as one quoted value (one bad quote on line 12 swallowed 89 good rows). Returns the data without them
@@ -148,13 +223,15 @@ def split_unterminated_quotes(data: bytes, delimiter: str = ",") -> tuple[bytes,
         return data, []
     drop = set(bad)
     kept = b"\n".join(line for i, line in enumerate(lines) if i not in drop)
-    return kept, [(i + 1, lines[i].decode("utf-8", errors="replace").rstrip("\r")) for i in bad]
+    return kept, [BadLine(i + 1, lines[i].decode("utf-8", errors="replace").rstrip("\r")) for i in bad]
 
 
-def _original_line(number: int, removed: list[tuple[int, str]]) -> int:
+def _original_line(number: int | None, removed: list[BadLine]) -> int | None:
     """A line number of the data without ``removed`` lines, in the original file's numbering."""
-    for line, _ in removed:  # ascending
-        if line <= number:
+    if number is None:
+        return None
+    for bad in removed:  # ascending
+        if bad.line is not None and bad.line <= number:
             number += 1
     return number
 
@@ -170,10 +247,13 @@ def arrow_types(schema: SchemaConfig) -> dict[str, pa.DataType]:
 class CsvAdapter:
     """Landing CSVs that already carry the event-table column names (the synthetic source)."""
 
-    def __init__(self, *, schema: SchemaConfig, pattern: str = "*.csv", delimiter: str = ",") -> None:
+    def __init__(
+        self, *, schema: SchemaConfig, pattern: str = "*.csv", delimiter: str = ",", encoding: str = "utf-8"
+    ) -> None:
         self.schema = schema
         self.pattern = pattern
         self.delimiter = delimiter
+        self.encoding = encoding
 
     def list_files(self, landing: str) -> list[str]:
         return storage.list_files(landing, self.pattern)
@@ -181,7 +261,7 @@ class CsvAdapter:
     def read(self, path: str) -> RawBatch:
         data = storage.read_bytes(path)
         table, malformed = read_csv_strings(
-            data, path=path, delimiter=self.delimiter, typed=arrow_types(self.schema)
+            data, path=path, delimiter=self.delimiter, typed=arrow_types(self.schema), encoding=self.encoding
         )
         check_required(table, self.schema, path=path, rows=table.num_rows + len(malformed))
         return RawBatch(

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from pipelines import storage
 from pipelines.config import GenericSourceConfig, SchemaConfig
 from pipelines.sources.base import (
+    BadLine,
     FileRejected,
     RawBatch,
     check_required,
@@ -89,9 +90,10 @@ def _decompress(data: bytes, path: str) -> bytes:
 class GenericAdapter:
     """Landing CSV/Parquet files of any layout, mapped by ``params.source.generic``."""
 
-    def __init__(self, *, schema: SchemaConfig, cfg: GenericSourceConfig) -> None:
+    def __init__(self, *, schema: SchemaConfig, cfg: GenericSourceConfig, encoding: str = "utf-8") -> None:
         self.schema = schema
         self.cfg = cfg
+        self.encoding = encoding
         drop = set(cfg.drop)
         contract = {schema.entity_key, *(c.name for c in schema.columns)}
         problems = []
@@ -126,11 +128,15 @@ class GenericAdapter:
 
     # ------------------------------------------------------------------ reading
 
-    def _load(self, path: str) -> tuple[pa.Table, list[tuple[int | None, str]]]:
+    def _load(self, path: str) -> tuple[pa.Table, list[BadLine]]:
         if self.cfg.format == "csv":
             data = _decompress(storage.read_bytes(path), path)
             return read_csv_strings(
-                data, path=path, delimiter=self.cfg.delimiter, null_values=self.cfg.null_values
+                data,
+                path=path,
+                delimiter=self.cfg.delimiter,
+                null_values=self.cfg.null_values,
+                encoding=self.encoding,
             )
         try:
             return storage.read_parquet(path), []

@@ -109,9 +109,10 @@ def booker_ids(agent: pa.ChunkedArray | pa.Array, company: pa.ChunkedArray | pa.
 class HotelAdapter:
     """``*.csv`` or ``*.csv.zip`` landing files of the hotel-bookings layout."""
 
-    def __init__(self, *, schema: SchemaConfig, cfg: HotelConfig) -> None:
+    def __init__(self, *, schema: SchemaConfig, cfg: HotelConfig, encoding: str = "utf-8") -> None:
         self.schema = schema
         self.cfg = cfg
+        self.encoding = encoding
         declared = {schema.entity_key, *(c.name for c in schema.columns)}
         leaky = sorted(set(cfg.drop) & declared)
         if leaky:
@@ -147,7 +148,7 @@ class HotelAdapter:
 
     def read(self, path: str) -> RawBatch:
         data, name = self._csv_bytes(path)
-        table, malformed = read_csv_strings(data, path=name, null_values=NULL_VALUES)
+        table, malformed = read_csv_strings(data, path=name, null_values=NULL_VALUES, encoding=self.encoding)
         rows = table.num_rows + len(malformed)
 
         # Leaky columns leave first, so nothing below (or downstream) can use them.

@@ -77,6 +77,53 @@ def test_one_unterminated_quote_costs_one_line_not_the_rest_of_the_file(tmp_path
     assert "m-5'10\"" in pq.read_table(tmp_path / "lake").column("merchant_id").to_pylist()
 
 
+def test_one_bad_byte_costs_its_line_and_every_other_fault_its_own(tmp_path: Path, params) -> None:
+    """One 0xE9 byte in a UTF-8 file stopped the whole ETL (Arrow's "invalid UTF8 data", no file named,
+    no manifest) and every later file waited behind it. Now each bad line is quarantined with its reason
+    and the rest of the file, and the next day's file, load in the same run."""
+    gen = generate_landing(params.synthetic.model_copy(update={"days": 2, "rows_per_day": 200}),
+                           out=str(tmp_path / "landing"), seed=1, progress=False)  # fmt: skip
+    assert gen["rows"] == 400
+    first, second = sorted((tmp_path / "landing").glob("*.csv"))
+    rows = list(csv.reader(first.read_text().splitlines()))
+    col = {name: i for i, name in enumerate(rows[0])}
+    lines = [",".join(r).encode() for r in rows]  # unquoted, as most exports are
+    lines[5] = lines[5].replace(rows[5][col["merchant_id"]].encode(), b"caf\xe9", 1)  # Latin-1 byte
+    lines[20] = b",".join(lines[20].split(b",")[:-1])  # a field short
+    lines[40] = lines[40].replace(rows[40][col["merchant_id"]].encode(), b'"m-broken', 1)  # quote left open
+    lines[60] = lines[60].replace(rows[60][col["amount"]].encode(), b"abc", 1)  # not a number
+    lines[80] = lines[79]  # the same event twice
+    first.write_bytes(b"\n".join(lines) + b"\n")
+
+    m = _etl(tmp_path, params)
+    by_name = {f["name"]: f for f in m["files"]}
+    bad_file, next_day = by_name[first.name], by_name[second.name]
+    assert bad_file["status"] == next_day["status"] == "processed"
+    assert (bad_file["rows_read"], bad_file["rows_loaded"], bad_file["rows_quarantined"]) == (200, 195, 5)
+    assert bad_file["quarantined_by_reason"] == {
+        "duplicate_in_file": 1, "invalid_encoding": 1, "malformed_line": 2, "wrong_type:amount": 1,
+    }  # fmt: skip
+    assert next_day["rows_loaded"] == 200 and m["totals"]["rows_loaded"] == 395
+    assert pq.read_table(tmp_path / "lake").num_rows == 395
+    q = pq.read_table(tmp_path / "q" / "rows").to_pandas().set_index("_reason")
+    assert q.loc["invalid_encoding", "_line"] == 6  # the header is line 1
+    assert "caf\\xe9" in q.loc["invalid_encoding", "_raw_line"]  # the byte kept, escaped
+    assert sorted(q.loc["malformed_line", "_line"]) == [21, 41]
+
+
+def test_a_latin1_file_loads_whole_when_the_source_says_so(tmp_path: Path, params) -> None:
+    gen = generate_landing(params.synthetic.model_copy(update={"days": 1, "rows_per_day": 50}),
+                           out=str(tmp_path / "landing"), seed=1, progress=False)  # fmt: skip
+    path = next((tmp_path / "landing").glob("*.csv"))
+    rows = list(csv.reader(path.read_text().splitlines()))
+    rows[3][rows[0].index("merchant_id")] = "Café Müller"
+    path.write_bytes("\n".join(",".join(r) for r in rows).encode("latin-1") + b"\n")
+    latin1 = params.model_copy(update={"source": params.source.model_copy(update={"encoding": "latin-1"})})
+    m = _etl(tmp_path, latin1)
+    assert (m["totals"]["rows_loaded"], m["totals"]["rows_quarantined"]) == (gen["rows"], 0)
+    assert "Café Müller" in pq.read_table(tmp_path / "lake").column("merchant_id").to_pylist()
+
+
 def test_missing_column_rejects_the_whole_file_and_keeps_it(tmp_path: Path, params) -> None:
     landing = tmp_path / "landing"
     generate_landing(params.synthetic.model_copy(update={"days": 1, "rows_per_day": 300}), out=str(landing),

@@ -358,3 +358,32 @@ def test_the_model_search_is_fair_to_slow_learning_rates(proposal) -> None:
     assert lr.low is not None and lr.high is not None
     # the slowest rate in the space gets enough rounds to converge
     assert p.tune.num_boost_round * lr.low >= 10 and p.train.xgboost.num_boost_round * lr.low >= 10
+
+
+def test_init_detects_a_latin1_export_and_etl_reads_it_whole(tmp_path) -> None:
+    """A Windows export with accented names is not UTF-8: read_sample failed on its first é, and ETL, told
+    nothing, would quarantine every accented line. init now proposes source.encoding and says so."""
+    from pipelines.sources import adapter_for
+
+    df = _frame(n=400)
+    df["shop"] = np.where(np.arange(400) % 3 == 0, "Café", df["shop"])
+    (tmp_path / "shops.csv").write_bytes(df.to_csv(index=False).encode("cp1252"))
+    sample = read_sample(tmp_path / "shops.csv")
+    assert sample.attrs["encoding"] == "cp1252" and "Café" in set(sample["shop"])
+    p = infer_profile(sample, label="fraud", time="created", name="shops", landing=str(tmp_path))
+    params = parse_params(p.params)
+    assert params.source.encoding == "cp1252" and any("not UTF-8" in n for n in p.notes)
+    batch = adapter_for(params).read(str(tmp_path / "shops.csv"))
+    assert not batch.malformed and batch.table.num_rows == 400
+    assert "Café" in batch.table.column("shop").to_pylist()
+
+
+def test_a_stray_byte_in_a_utf8_file_keeps_utf8() -> None:
+    from pipelines.init_profile import detect_encoding
+
+    text = "id,name\n1,Zoë\n2,Ana\n".encode() + b"3,caf\xe9\n"
+    encoding, note = detect_encoding(text)
+    assert encoding == "utf-8" and note is not None and "1 of 2 lines" in note
+    assert detect_encoding(b"id,name\n1,plain\n") == ("utf-8", None)
+    assert detect_encoding("id,name\n1,€uro\n".encode("cp1252"))[0] == "cp1252"
+    assert detect_encoding(b"id,name\n1,\x81\xe9\n")[0] == "latin-1"  # 0x81 is undefined in cp1252
