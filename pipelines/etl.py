@@ -47,6 +47,7 @@ __all__ = [
     "partition_path",
     "read_partition",
     "run_etl",
+    "source_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ LEDGER_DIR = "_etl/ledger"
 # own ledger record (so a stale or concurrent copy can cost time, never correctness).
 LEDGER_INDEX = "_etl/ledger_index.json"
 MANIFEST_DIR = "_etl/manifests"
+# a run's marker, written before its first file and removed after its manifest: a marker left behind is an
+# interrupted run, whose committed files the next run's manifest counts (``recovered``)
+RUNNING_DIR = "_etl/running"
 # what the lake's rows were loaded with (see load_fingerprint): when it changes, every file is loaded again
 LOADED_WITH = "_etl/loaded_with.json"
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -299,7 +303,7 @@ def split_by_date(table: pa.Table) -> dict[str, pa.Table]:
 # --------------------------------------------------------------------------- I/O
 
 
-def _source_key(path: str) -> str:
+def source_key(path: str) -> str:
     """A file-name-safe key for a landing file: its stem, with anything unusual replaced."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).name)
 
@@ -363,7 +367,7 @@ def process_file(
     time_format: str | None = None,
 ) -> FileReport:
     """ETL one landing file into the lake and quarantine; returns its report."""
-    key = _source_key(path)
+    key = source_key(path)
     part_name = f"part-{key}.parquet"
     report = FileReport(name=Path(path).name, sha256=sha256, bytes=nbytes, status="processed")
     try:
@@ -481,6 +485,60 @@ def _drop_old_parts(lake: str, key: str, keep: set[str] | None = None) -> None:
             storage.delete(storage.join(partition_path(lake, date), f"part-{key}.parquet"))
 
 
+def _manifest_loc(lake: str, run_id: str) -> str:
+    return storage.join(lake, MANIFEST_DIR, f"{run_id}.json")
+
+
+def _interrupted_runs(lake: str, *, exclude: str) -> list[dict[str, Any]]:
+    """Markers of ETL runs that started and did not remove them (killed, or the store went away), each
+    with ``counted``: whether a manifest already counts its files (its own, or the run that recovered it)."""
+    runs = []
+    for loc in storage.list_files(storage.join(lake, RUNNING_DIR), "*.json"):
+        marker = storage.read_json(loc)
+        if marker.get("run_id") == exclude:
+            continue
+        by = marker.get("recovered_by")
+        counted = storage.exists(_manifest_loc(lake, marker["run_id"])) or (
+            by is not None and storage.exists(_manifest_loc(lake, by))
+        )
+        runs.append({"loc": loc, "marker": marker, "counted": counted})
+    return runs
+
+
+def _recovered_reports(
+    lake: str, runs: list[dict[str, Any]], *, skip: set[str]
+) -> list[tuple[FileReport, str]]:
+    """The files interrupted runs committed (their ledger record holds the sha256 the run started with) and
+    no manifest counts, with the run's id; files this run loads again (``skip``) are counted by this run."""
+    found: dict[str, tuple[FileReport, str]] = {}
+    for run in sorted(runs, key=lambda r: r["marker"]["run_id"]):
+        if run["counted"]:
+            continue
+        for key, sha in run["marker"].get("files", {}).items():
+            loc = storage.join(lake, LEDGER_DIR, f"{key}.json")
+            if key in skip or not storage.exists(loc):
+                continue
+            rec = storage.read_json(loc)
+            if rec.get("sha256") != sha:
+                continue  # not committed by that run
+            found[key] = (
+                FileReport(
+                    name=rec.get("name", key),
+                    sha256=sha,
+                    bytes=rec.get("bytes", 0),
+                    status=rec.get("status", "processed"),
+                    rows_read=rec.get("rows_read", 0),
+                    rows_loaded=rec.get("rows_loaded", 0),
+                    rows_quarantined=rec.get("rows_quarantined", 0),
+                    quarantined_by_reason=rec.get("quarantined_by_reason", {}),
+                    partitions=rec.get("partitions", []),
+                    message=rec.get("message", ""),
+                ),
+                run["marker"]["run_id"],
+            )
+    return list(found.values())
+
+
 def load_fingerprint(params: Params) -> str:
     """A digest of every setting that shapes the rows a landing file gives the lake: the schema (columns,
     types, checks), the source mapping (renames, drops, label, time) and the ETL checks. Not the landing
@@ -533,7 +591,7 @@ def run_etl(
             "landing file again (their partitions are rewritten)"
         )
     for f in files:
-        key = _source_key(f)
+        key = source_key(f)
         size, mtime = _file_stat(f)
         if reload:
             todo.append((f, storage.sha256_of(f), size))
@@ -554,6 +612,24 @@ def run_etl(
             continue
         todo.append((f, sha, size))
 
+    run_id = (
+        dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y%m%dT%H%M%S")
+        + "-"
+        + hashlib.sha256("".join(sha for _, sha, _ in todo).encode()).hexdigest()[:8]
+    )
+    stale = _interrupted_runs(lake, exclude=run_id)
+    recovered = _recovered_reports(lake, stale, skip={source_key(f) for f, _, _ in todo})
+    marker = storage.join(lake, RUNNING_DIR, f"{run_id}.json")
+    if todo:
+        storage.write_json(
+            marker,
+            {
+                "run_id": run_id,
+                "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),
+                "files": {source_key(f): sha for f, sha, _ in todo},
+            },
+        )
+
     from tqdm import tqdm
 
     for f, sha, size in tqdm(todo, desc="etl", unit="file", disable=not progress or len(todo) < 2):
@@ -569,9 +645,9 @@ def run_etl(
             time_format=time_format,
         )
         _, mtime = _file_stat(f)
-        new_index[_source_key(f)] = {"bytes": size, "mtime_ns": mtime, "sha256": sha}
+        new_index[source_key(f)] = {"bytes": size, "mtime_ns": mtime, "sha256": sha}
         storage.write_json(
-            storage.join(lake, LEDGER_DIR, f"{_source_key(f)}.json"),
+            storage.join(lake, LEDGER_DIR, f"{source_key(f)}.json"),
             {
                 "sha256": sha,
                 "bytes": size,
@@ -580,7 +656,10 @@ def run_etl(
                 "rows_read": rep.rows_read,
                 "rows_loaded": rep.rows_loaded,
                 "rows_quarantined": rep.rows_quarantined,
+                "quarantined_by_reason": rep.quarantined_by_reason,
                 "status": rep.status,
+                "name": rep.name,
+                "message": rep.message,
             },
         )
         reports.append(rep)
@@ -602,26 +681,26 @@ def run_etl(
     if merged != index:  # compact: read and written on every run, its size grows with the history
         storage.write_bytes(index_loc, json.dumps(merged, separators=(",", ":"), sort_keys=True).encode())
 
+    counted = [*reports, *(r for r, _ in recovered)]  # an interrupted run's committed files, counted once
     by_reason: Counter[str] = Counter()
-    for r in reports:
+    for r in counted:
         by_reason.update(r.quarantined_by_reason)
     totals = {
         "files_seen": len(files),
         "files_processed": sum(r.status == "processed" for r in reports),
         "files_rejected": sum(r.status == "rejected" for r in reports),
-        "files_unchanged": len(files) - len(reports),
-        "rows_read": sum(r.rows_read for r in reports),
-        "rows_loaded": sum(r.rows_loaded for r in reports),
-        "rows_quarantined": sum(r.rows_quarantined for r in reports),
+        "files_unchanged": len(files) - len(reports) - len(recovered),
+        "files_recovered": len(recovered),
+        "rows_read": sum(r.rows_read for r in counted),
+        "rows_loaded": sum(r.rows_loaded for r in counted),
+        "rows_quarantined": sum(r.rows_quarantined for r in counted),
     }
     assert totals["rows_read"] == totals["rows_loaded"] + totals["rows_quarantined"]
-    partitions = sorted({d for r in reports for d in r.partitions})
+    partitions = sorted({d for r in counted for d in r.partitions})
     finished = time.time()
-    run_id = (
-        dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y%m%dT%H%M%S")
-        + "-"
-        + hashlib.sha256("".join(r.sha256 for r in reports).encode()).hexdigest()[:8]
-    )
+    for old_run in stale:  # counted by this manifest (a kill before it is written: recovered again)
+        if not old_run["counted"]:
+            storage.write_json(old_run["loc"], {**old_run["marker"], "recovered_by": run_id})
     manifest = {
         "run_id": run_id,
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),
@@ -631,11 +710,16 @@ def run_etl(
         "source": params.source.kind,
         "landing": landing,
         "files": [r.__dict__ for r in reports],
+        # files an interrupted run committed (lake and ledger) before it could write its manifest
+        "recovered": [{**r.__dict__, "from_run": run} for r, run in recovered],
         "totals": totals,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "partitions_written": partitions,
         "reloaded": reload,  # every file loaded again: the schema, source or etl settings changed
     }
-    if reports:
-        storage.write_json(storage.join(lake, MANIFEST_DIR, f"{run_id}.json"), manifest)
+    if reports or recovered:
+        storage.write_json(_manifest_loc(lake, run_id), manifest)
+    for loc in [marker, *(old_run["loc"] for old_run in stale)]:
+        if storage.exists(loc):
+            storage.delete(loc)
     return manifest

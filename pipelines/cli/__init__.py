@@ -51,6 +51,7 @@ COMMANDS: list[Entry] = [
         "data",
         ("generate", "Write the synthetic card-payment landing files, one CSV per day (existing identical files kept)."),
         ("etl", "Load new or changed landing files into the lake; quarantine rejected rows with reasons."),
+        ("lake", "The lake's own records: `lake check` recounts rows in the lake vs ledgers vs run manifests."),
         ("validate", "Run the GX expectation suite (derived from params) on new lake partitions; write Data Docs."),
         ("sample", "Time-ordered train/valid/test split as of a cutoff (immature labels become null); sample train."),
     ),

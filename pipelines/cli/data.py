@@ -13,10 +13,15 @@ from pipelines import storage
 from pipelines.cli.common import ParamsOpt, params_or_exit
 from pipelines.etl import run_etl, validate_date
 from pipelines.generate import generate_landing
+from pipelines.lake_check import check_lake
 from pipelines.sampling import run_sampling
 from pipelines.validate import run_validation
 
 app = typer.Typer()
+lake_app = typer.Typer(
+    help="The lake's own records: `lake check` recounts rows in the lake vs ledgers vs run manifests."
+)
+app.add_typer(lake_app, name="lake")
 
 
 @app.command()
@@ -95,6 +100,29 @@ def etl(
         )
     if manifest_out is not None:
         storage.write_json(manifest_out, manifest)
+
+
+@lake_app.command("check")
+def lake_check(
+    lake: Annotated[str, typer.Option(help="lake root (or s3:// prefix)")] = "data/lake",
+    as_json: Annotated[bool, typer.Option("--json", help="print the full result as JSON")] = False,
+) -> None:
+    """Recount the lake: rows per landing file in the parts, its ledger record and the newest manifest
+    entry must agree. Read-only; exits 1 naming each file whose counts differ."""
+    result = check_lake(lake)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(
+            f"lake check {lake}: {result.files} landing file(s); rows in the lake {result.lake_rows}, "
+            f"in ledgers {result.ledger_rows}, in run manifests {result.manifest_rows}"
+            + (f"; interrupted run(s) not yet counted: {result.pending_runs}" if result.pending_runs else "")
+        )
+        for problem in result.problems:
+            typer.echo(f"  {problem}", err=True)
+        typer.echo("ok" if result.ok else f"{len(result.problems)} problem(s)")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
