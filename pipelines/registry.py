@@ -482,6 +482,67 @@ class Registry:
     def exists(self, version: str) -> bool:
         return storage.exists(storage.join(self.version_dir(version), LINEAGE))
 
+    def incomplete(self, *, min_age: dt.timedelta, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Versions whose ``lineage.json`` was never written (a ``register`` killed or cut off midway): their
+        files, bytes, newest write and whether ``gc`` may remove them. Never removable: a version an alias
+        points to or ever pointed to, or one written within ``min_age`` (a ``register`` still running)."""
+        now = now or dt.datetime.now(dt.UTC)
+        prefix = self._versions().rstrip("/") + "/"
+        files: dict[str, list[str]] = {}
+        local = storage.local_path(self._versions())
+        listed = (  # locally, a killed write's hidden temporary counts too (S3 has no partial objects)
+            [str(p) for p in local.rglob("*") if p.is_file()]
+            if local is not None and local.is_dir()
+            else storage.list_files(self._versions(), recursive=True)
+        )
+        for f in listed:
+            rel = f.replace("\\", "/")[len(prefix.replace("\\", "/")) :]
+            if "/" in rel:
+                files.setdefault(rel.split("/", 1)[0], []).append(f)
+        complete = set(self.versions())
+        state = self.state()
+        named = {v for v in state.aliases.values() if v} | {v for vs in state.stacks.values() for v in vs}
+        named |= {str(e["version"]) for e in self.history() if e.get("version")}
+        found = []
+        for version, locs in sorted(files.items()):
+            if version in complete:
+                continue
+            stats = [storage.stat(f) for f in locs]
+            newest = dt.datetime.fromtimestamp(max(m for _, m in stats) / 1e9, dt.UTC)
+            age = now - newest
+            why = (
+                "not a version id: remove it by hand if it is not the registry's"
+                if not _VERSION_RE.match(version)
+                else "an alias names it"
+                if version in named
+                else f"written {age.total_seconds():.0f} s ago (< --min-age): a register may still be running"
+                if age < min_age
+                else ""
+            )
+            found.append(
+                {
+                    "version": version,
+                    "files": len(locs),
+                    "bytes": sum(b for b, _ in stats),
+                    "newest_write": newest.isoformat(),
+                    "removable": not why,
+                    "kept_because": why,
+                }
+            )
+        return found
+
+    def gc(self, *, min_age: dt.timedelta, delete: bool = False) -> list[dict[str, Any]]:
+        """Remove the removable :meth:`incomplete` versions (only with ``delete``; else a dry run)."""
+        found = self.incomplete(min_age=min_age)
+        for entry in found:
+            if delete and entry["removable"]:
+                storage.delete(self.version_dir(entry["version"]))
+                entry["removed"] = True
+                log.info(
+                    "registry gc: removed incomplete version %s (%d files)", entry["version"], entry["files"]
+                )
+        return found
+
     def _require(self, version: str) -> None:
         if not self.exists(version):
             known = self.versions()

@@ -115,6 +115,38 @@ def registry_list(registry: RegistryOpt = "models/registry") -> None:
     )
 
 
+@registry_app.command("gc")
+def registry_gc(
+    registry: RegistryOpt = "models/registry",
+    delete: Annotated[
+        bool, typer.Option("--delete", help="remove what is listed as removable (default: a dry run)")
+    ] = False,
+    min_age_minutes: Annotated[
+        float, typer.Option(min=0, help="leave versions written more recently (a register may be running)")
+    ] = 60.0,
+) -> None:
+    """Find versions a killed or cut-off `register` left without lineage.json (never visible, never
+    loaded); list them, and with --delete remove them. A version an alias names is never touched."""
+
+    reg = Registry(registry)
+    found = _registry_call(reg.gc, min_age=dt.timedelta(minutes=min_age_minutes), delete=delete)
+    if not found:
+        typer.echo(f"registry gc {registry}: no incomplete version")
+        return
+    for e in found:
+        verdict = (
+            "removed"
+            if e.get("removed")
+            else ("removable" if e["removable"] else f"kept: {e['kept_because']}")
+        )
+        typer.echo(
+            f"{e['version']}: {e['files']} file(s), {e['bytes']:,} bytes, last write {e['newest_write']}; {verdict}"
+        )
+    removable = sum(e["removable"] for e in found)
+    if not delete and removable:
+        typer.echo(f"dry run: {removable} removable; run again with --delete to remove them")
+
+
 @registry_app.command("show")
 def registry_show(
     version: Annotated[
