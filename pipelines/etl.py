@@ -35,13 +35,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import storage
-from pipelines.config import ColumnSpec, EtlConfig, Params, SchemaConfig
+from pipelines.config import ColumnSpec, EtlConfig, Params, SchemaConfig, params_file
 from pipelines.sources import FileRejected, RawBatch, SourceAdapter, adapter_for, count_data_lines
 from pipelines.timeparse import TS as TIMESTAMP_UTC
 from pipelines.timeparse import parse_times
 
 __all__ = [
     "CheckResult",
+    "NoLandingFiles",
     "check_rows",
     "lake_schema",
     "partition_path",
@@ -485,6 +486,24 @@ def _drop_old_parts(lake: str, key: str, keep: set[str] | None = None) -> None:
             storage.delete(storage.join(partition_path(lake, date), f"part-{key}.parquet"))
 
 
+class NoLandingFiles(ValueError):
+    """The landing folder or prefix is missing or holds no file the source reads."""
+
+
+def _no_files_message(landing: str, params: Params, only_date: str | None) -> str:
+    local = storage.local_path(landing)
+    if local is not None and not local.is_dir():
+        where = f"--landing {landing}: no such folder"
+    else:
+        kind = params.source.kind
+        pattern = {"generic": params.source.generic.pattern, "hotel": "*.csv, *.csv.zip"}.get(kind, "*.csv")
+        what = f"no landing file for --date {only_date}" if only_date else "no landing file"
+        where = f"--landing {landing}: {what} (source.kind {kind}, files matching {pattern})"
+        if kind == "generic":
+            where += f"; check source.generic.pattern in {params_file()}"
+    return f"{where}. Check the path, or pass --allow-empty when no file is an expected outcome"
+
+
 def _manifest_loc(lake: str, run_id: str) -> str:
     return storage.join(lake, MANIFEST_DIR, f"{run_id}.json")
 
@@ -560,8 +579,13 @@ def run_etl(
     as_of: dt.datetime | None = None,
     only_date: str | None = None,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """Process every new or changed landing file; write ledger records and the run manifest."""
+    """Process every new or changed landing file; write ledger records and the run manifest.
+
+    A landing folder or prefix that is missing or holds no landing file raises :class:`NoLandingFiles` (a
+    mistyped path is not a green run over nothing) unless ``allow_empty``.
+    """
 
     started = time.time()
     as_of = as_of or dt.datetime.now(dt.UTC)
@@ -573,6 +597,8 @@ def run_etl(
     if only_date:
         validate_date(only_date, name="--date")
         files = [f for f in files if only_date in Path(f).name]
+    if not files and not allow_empty:
+        raise NoLandingFiles(_no_files_message(landing, params, only_date))
     reports: list[FileReport] = []
     todo: list[tuple[str, str, int]] = []
     index_loc = storage.join(lake, LEDGER_INDEX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,26 @@ from pipelines.config import PARAMS_FILE_ENV, ConfigError, Params, edit_target, 
 
 log = logging.getLogger("loopline")
 
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (a profile) to read")]
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def local_path(value: str | Path) -> Path:
+    """The parser of every option that takes a local path only: an ``s3://`` (or any URL) value is refused
+    in one line. Typed as a plain Path, ``s3://bucket/x`` became the local folder ``s3:/bucket/x``. (Typer
+    also passes an option's default through the parser: a Path default is returned as it is.)"""
+    if isinstance(value, Path):
+        return value
+    if _URL.match(value):
+        raise typer.BadParameter(
+            f"{value} is a URL; this option writes or reads a local path only. Use a local folder (and copy "
+            "it to object storage afterwards, e.g. `aws s3 sync FOLDER s3://...`)"
+        )
+    return Path(value)
+
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", "-p", parser=local_path, help="params file (a profile) to read")
+]
 
 
 def setup_logging(verbose: bool = False) -> None:

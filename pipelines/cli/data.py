@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from pipelines import storage
-from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.etl import run_etl, validate_date
+from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
+from pipelines.etl import NoLandingFiles, run_etl, validate_date
 from pipelines.generate import generate_landing
 from pipelines.lake_check import check_lake
 from pipelines.sampling import run_sampling
@@ -73,6 +73,12 @@ def etl(
     manifest_out: Annotated[
         str | None, typer.Option(help="also write the run manifest here (DVC metric; path or s3:// URI)")
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="a landing folder with no file is a run over nothing, not an error"
+        ),
+    ] = False,
 ) -> None:
     """Load new or changed landing files into the lake; quarantine rejected rows with reasons."""
 
@@ -86,7 +92,19 @@ def etl(
     ref = dt.datetime.fromisoformat(as_of) if as_of else None
     if ref is not None and ref.tzinfo is None:
         ref = ref.replace(tzinfo=dt.UTC)
-    manifest = run_etl(landing=landing, lake=lake, quarantine=quarantine, params=p, as_of=ref, only_date=date)
+    try:
+        manifest = run_etl(
+            landing=landing,
+            lake=lake,
+            quarantine=quarantine,
+            params=p,
+            as_of=ref,
+            only_date=date,
+            allow_empty=allow_empty,
+        )
+    except NoLandingFiles as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     t = manifest["totals"]
     typer.echo(
         f"etl: {t['files_processed']} file(s) processed, {t['files_rejected']} rejected, "
@@ -129,7 +147,7 @@ def lake_check(
 def validate(
     lake: Annotated[str, typer.Option(help="lake root (or s3:// prefix)")] = "data/lake",
     reports: Annotated[
-        Path, typer.Option(help="folder for summary.json, data_docs/ and state/ (local)")
+        Path, typer.Option(parser=local_path, help="folder for summary.json, data_docs/ and state/ (local)")
     ] = Path("reports/validation"),
     params: ParamsOpt = Path("params.yaml"),
     date: Annotated[
@@ -139,7 +157,8 @@ def validate(
         bool, typer.Option("--all", help="validate every partition in the lake")
     ] = False,
     state: Annotated[
-        Path | None, typer.Option(help="record of validated partitions (default: REPORTS/state)")
+        Path | None,
+        typer.Option(parser=local_path, help="record of validated partitions (default: REPORTS/state)"),
     ] = None,
 ) -> None:
     """Run the GX expectation suite (derived from params) on new lake partitions; write Data Docs.

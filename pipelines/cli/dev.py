@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipelines import import_graph, plots_page
+from pipelines.cli.common import local_path
 
 app = typer.Typer()
 
@@ -22,10 +23,13 @@ def dvc_deps(
         bool, typer.Option("--write", help="rewrite each stage's pipelines/ deps in dvc.yaml")
     ] = False,
     dvc_yaml: Annotated[
-        Path, typer.Option("--dvc-yaml", help="the pipeline file to check or rewrite")
+        Path, typer.Option("--dvc-yaml", parser=local_path, help="the pipeline file to check or rewrite")
     ] = Path("dvc.yaml"),
     root: Annotated[
-        Path | None, typer.Option(help="the project whose pipelines/ is read (default: dvc.yaml's folder)")
+        Path | None,
+        typer.Option(
+            parser=local_path, help="the project whose pipelines/ is read (default: dvc.yaml's folder)"
+        ),
     ] = None,
 ) -> None:
     """Keep dvc.yaml's code deps equal to the modules each stage runs (its import closure)."""
@@ -54,7 +58,7 @@ def dvc_deps(
 
 @app.command("plots-template")
 def plots_template(
-    out: Annotated[Path, typer.Option(help="the page template .dvc/config names")] = Path(
+    out: Annotated[Path, typer.Option(parser=local_path, help="the page template .dvc/config names")] = Path(
         ".dvc/plots/offline.html"
     ),
 ) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from pipelines import featurespec as fs
 from pipelines import storage
-from pipelines.cli.common import ParamsOpt, params_or_exit
+from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.features import edge_input, run_features
 from pipelines.leakage import LeakageError
 
@@ -51,9 +51,15 @@ def features(
 
 @app.command("edge-input")
 def edge_input_cmd(
-    rows: Annotated[Path, typer.Option(help="CSV of new raw rows (the landing columns; event_id optional)")],
+    rows: Annotated[
+        Path,
+        typer.Option(parser=local_path, help="CSV of new raw rows (the landing columns; event_id optional)"),
+    ],
     out: Annotated[
-        Path, typer.Option(help="the edge input CSV to write (for `loopline edge-predict --input`)")
+        Path,
+        typer.Option(
+            parser=local_path, help="the edge input CSV to write (for `loopline edge-predict --input`)"
+        ),
     ],
     spec: Annotated[str, typer.Option(help="the model's feature spec")] = "data/features/spec.json",
     lake: Annotated[

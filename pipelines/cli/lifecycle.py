@@ -13,7 +13,7 @@ import typer
 
 from pipelines import storage
 from pipelines.backtest import load_timeline, markdown_table, run_backtest, write_outputs
-from pipelines.cli.common import ParamsOpt, params_or_exit
+from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.config import ConfigError
 from pipelines.etl import lake_dates, run_etl
 from pipelines.generate import generate_landing
@@ -29,7 +29,8 @@ app = typer.Typer()
 @app.command("init")
 def init_profile(
     from_: Annotated[
-        Path, typer.Option("--from", help="a sample of your data: CSV (.gz/.zip ok) or Parquet")
+        Path,
+        typer.Option("--from", parser=local_path, help="a sample of your data: CSV (.gz/.zip ok) or Parquet"),
     ],
     label: Annotated[str, typer.Option(help="the label column")],
     time: Annotated[str, typer.Option(help="the event-time column (when the model would score the row)")],
@@ -50,7 +51,7 @@ def init_profile(
             help="glob of the landing files to load, e.g. 'orders_*.csv' (default: only the --from file)"
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="folder for the profile")] = Path("profiles"),
+    out: Annotated[Path, typer.Option(parser=local_path, help="folder for the profile")] = Path("profiles"),
     max_rows: Annotated[int, typer.Option(min=50, help="rows read from the file")] = 200_000,
     force: Annotated[bool, typer.Option(help="overwrite an existing profile")] = False,
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.cli.common import local_path
 from pipelines.run_report import write_run_report
 from pipelines.summary import summarize
 
@@ -15,12 +16,18 @@ app = typer.Typer()
 
 @app.command()
 def report(
-    reports: Annotated[Path, typer.Option(help="the run's reports folder")] = Path("reports"),
+    reports: Annotated[Path, typer.Option(parser=local_path, help="the run's reports folder")] = Path(
+        "reports"
+    ),
     registry: Annotated[
         str, typer.Option(help="the model registry (for the model card; folder or s3:// prefix)")
     ] = "models/registry",
-    benchmarks: Annotated[Path, typer.Option(help="benchmark results folder")] = Path("benchmarks/results"),
-    out: Annotated[Path | None, typer.Option(help="the index page (default: REPORTS/index.html)")] = None,
+    benchmarks: Annotated[Path, typer.Option(parser=local_path, help="benchmark results folder")] = Path(
+        "benchmarks/results"
+    ),
+    out: Annotated[
+        Path | None, typer.Option(parser=local_path, help="the index page (default: REPORTS/index.html)")
+    ] = None,
     title: Annotated[
         str | None, typer.Option(help="page title (default: names the profile in runs/NAME)")
     ] = None,
@@ -36,7 +43,7 @@ def report(
 
 @app.command()
 def summary(
-    reports: Annotated[Path, typer.Option(help="reports folder")] = Path("reports"),
+    reports: Annotated[Path, typer.Option(parser=local_path, help="reports folder")] = Path("reports"),
 ) -> None:
     """Print a short summary of the last pipeline run and where its reports are."""
 

@@ -108,3 +108,47 @@ def test_registry_show_reads_as_a_summary_with_the_failed_check_first_class() ->
     assert "train 2025-01-01..2025-01-24, valid -, test -" in text
     assert "  FAIL beats_champion: 0.41 vs champion 0.46" in lines and "gate      rejected: failed" in text
     assert len(lines) < 15
+
+
+def test_a_url_given_to_a_local_path_option_is_refused_not_written_as_a_folder(tmp_path, monkeypatch) -> None:
+    """`validate --reports s3://bucket/...` exited 0 and wrote 146 files into a local folder `s3:/bucket/...`
+    (a Path option collapses `//`). Every local-path option now refuses a URL in one line, writing nothing."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for args in (
+        ["validate", "--reports", "s3://bucket/reports/validation"],
+        ["report", "--reports", "s3://bucket/reports"],
+        ["summary", "--reports", "s3://bucket/reports"],
+        ["check-params", "--params", "s3://bucket/params.yaml"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is a URL" in result.output and "local path only" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []  # no s3: folder
+
+
+def test_a_missing_or_empty_landing_folder_is_an_error_not_a_green_run(tmp_path) -> None:
+    """A mistyped landing folder was "0 file(s) processed", exit 0."""
+    runner = CliRunner()
+    base = ["etl", "--lake", str(tmp_path / "lake"), "--quarantine", str(tmp_path / "q"),
+            "--params", str(ROOT / "params.yaml")]  # fmt: skip
+    missing = runner.invoke(app, [*base, "--landing", str(tmp_path / "landin")])
+    assert missing.exit_code == 2 and f"--landing {tmp_path / 'landin'}: no such folder" in missing.output
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "notes.txt").write_text("not a landing file")
+    empty = runner.invoke(app, [*base, "--landing", str(tmp_path / "landing")])
+    assert (
+        empty.exit_code == 2
+        and "no landing file (source.kind synthetic, files matching *.csv)" in empty.output
+    )
+    assert not (tmp_path / "lake" / "_etl" / "manifests").exists()
+    allowed = runner.invoke(app, [*base, "--landing", str(tmp_path / "landing"), "--allow-empty"])
+    assert allowed.exit_code == 0 and "0 file(s) processed" in allowed.output, allowed.output
+
+
+def test_local_path_options_keep_their_defaults(tmp_path, monkeypatch) -> None:
+    """Typer passes a Path default through the option's parser: it must come back unchanged."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    result = CliRunner().invoke(app, ["check-params"])  # --params defaults to params.yaml
+    assert result.exit_code == 0, result.output
