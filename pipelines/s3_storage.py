@@ -21,8 +21,10 @@ Configuration, all from the environment (never from params.yaml or the repo):
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``; the connection's ``endpoint_url`` extra ->
   ``AWS_ENDPOINT_URL``).
 - retries: botocore's ``adaptive`` mode (exponential back-off with jitter, plus client-side rate limiting
-  when S3 throttles); ``AWS_MAX_ATTEMPTS`` (standard; default 8 attempts in all) bounds it.
-  ``LOOPLINE_S3_CONNECT_TIMEOUT`` / ``LOOPLINE_S3_READ_TIMEOUT`` (seconds; default 10 / 60).
+  when S3 throttles); ``AWS_MAX_ATTEMPTS`` (standard; default 8 attempts in all) bounds it. An unreachable
+  endpoint is retried for at most ``LOOPLINE_S3_RETRY_SECONDS`` (default 15) from the request's start,
+  then the request fails with one line naming the endpoint; an attempt that hangs ends at
+  ``LOOPLINE_S3_CONNECT_TIMEOUT`` / ``LOOPLINE_S3_READ_TIMEOUT`` (seconds; default 5 / 60).
 
 Every failure is raised as a built-in ``OSError`` subclass whose message names the bucket and key, the
 endpoint, and the fix: ``FileNotFoundError`` (no such key or bucket), ``PermissionError`` (access denied,
@@ -36,6 +38,7 @@ import fnmatch
 import io
 import logging
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -53,7 +56,8 @@ __all__ = ["S3Backend", "endpoint_from_env", "split_uri"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 8
-DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_RETRY_SECONDS = 15.0  # retrying an unreachable endpoint, from the request's start
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
@@ -100,6 +104,45 @@ def _env_number(var: str, default: float, *, integer: bool = False) -> Any:
     if value <= 0:
         raise ValueError(f"environment {var}={raw!r}: must be > 0")
     return value
+
+
+_GAVE_UP = threading.local()  # (attempts, seconds) of this thread's last request to an unreachable endpoint
+
+
+def _stamp_start(context: dict[str, Any] | None = None, **_: Any) -> None:
+    """``before-call`` hook: when the request started (its retries share the context)."""
+    if context is not None:
+        context["loopline_started"] = time.monotonic()
+
+
+def _retry_budget(max_attempts: int, budget: float, connect_timeout: float) -> Any:
+    """A ``needs-retry`` hook, registered before botocore's own, that bounds retries against an unreachable
+    endpoint by time: back-off 0.5, 1, 2, 4 s (jittered, at most 5 s) while the request is younger than
+    ``budget`` seconds (a next attempt that may hang for the connect timeout must end within it); past it,
+    the connection error is raised at once. Other failures (throttling, 5xx)
+    are left to botocore's adaptive retries."""
+
+    def decide(
+        attempts: int = 0,
+        caught_exception: Exception | None = None,
+        request_dict: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> float | None:
+        if not isinstance(caught_exception, _UNREACHABLE):
+            return None
+        started = ((request_dict or {}).get("context") or {}).get("loopline_started")
+        elapsed = 0.0 if started is None else time.monotonic() - started
+        _GAVE_UP.record = (attempts, elapsed)
+        if attempts >= max_attempts:
+            return None  # botocore stops too
+        pause = min(0.5 * 2 ** (attempts - 1), 5.0) * random.uniform(0.5, 1.0)
+        # a host that swallows packets costs a connect timeout per attempt: the next one must end in time
+        hang = connect_timeout if isinstance(caught_exception, bex.ConnectTimeoutError) else 0.0
+        if elapsed + pause + hang >= budget:
+            raise caught_exception
+        return pause
+
+    return decide
 
 
 def _retry_logger(endpoint: str | None, max_attempts: int) -> Any:
@@ -193,13 +236,19 @@ class S3Backend:
                         "response_checksum_validation": "when_required",
                     }
                 cfg = Config(
-                    retries={"mode": "adaptive", "max_attempts": attempts},
+                    retries={
+                        "mode": "adaptive",
+                        "total_max_attempts": attempts,
+                    },  # AWS_MAX_ATTEMPTS: all attempts
                     connect_timeout=connect,
                     read_timeout=read,
                     max_pool_connections=32,
                     **extra,
                 )
                 found = boto3.session.Session().client("s3", endpoint_url=endpoint, config=cfg)
+                budget = _env_number("LOOPLINE_S3_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)
+                found.meta.events.register("before-call.s3", _stamp_start)
+                found.meta.events.register_first("needs-retry.s3", _retry_budget(attempts, budget, connect))
                 found.meta.events.register("needs-retry.s3", _retry_logger(endpoint, attempts))
                 self._clients[settings] = found
             return found
@@ -234,10 +283,11 @@ class S3Backend:
                 "(Loopline never reads credentials from params.yaml)"
             )
         if isinstance(err, _UNREACHABLE):
+            tried, seconds = getattr(_GAVE_UP, "record", (attempts, 0.0))
             return ConnectionError(
-                f"{op} {where}: S3 endpoint {endpoint} unreachable after {attempts} attempts ({err}); "
-                "check that the server is up and reachable, and LOOPLINE_S3_ENDPOINT_URL / AWS_ENDPOINT_URL "
-                "(AWS_MAX_ATTEMPTS raises the retries)"
+                f"{op} {where}: S3 endpoint {endpoint} unreachable after {tried} attempts in {seconds:.1f} s "
+                f"({err}); check that the server is up and reachable, and LOOPLINE_S3_ENDPOINT_URL / "
+                "AWS_ENDPOINT_URL (LOOPLINE_S3_RETRY_SECONDS and AWS_MAX_ATTEMPTS bound the retries)"
             )
         return OSError(f"{op} {where}: S3 request to {endpoint} failed: {err}")
 

@@ -211,5 +211,28 @@ def record_peak_memory(stage: str, reports: str) -> None:
         pass
 
 
+def error_line(err: BaseException) -> str:
+    """The one line a failed command ends with. Loopline's own errors and storage errors (OSError) carry a
+    message written for the user (the file, key or object, and the fix); anything else is reported as what
+    it is, an internal error, with the way to the traceback."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) or type(err).__module__.split(".")[0] == "pipelines":
+        return f"error: {message}"
+    return (
+        f"error: internal error ({type(err).__name__}: {message}); a bug in Loopline or an input it does not "
+        "check yet: run again with -v for the traceback and report it"
+    )
+
+
 def main() -> None:
-    app()
+    """The ``loopline`` entry point: a failure ends with one line (the traceback too with -v)."""
+    import sys
+    import traceback
+
+    try:
+        app()
+    except Exception as err:  # typer handles its own exits and usage errors before this
+        if "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]:
+            traceback.print_exc()
+        print(error_line(err), file=sys.stderr)
+        sys.exit(1)

@@ -295,7 +295,7 @@ def test_s3_outage_fails_clearly_then_a_rerun_resumes(own_server, big_landing, r
 def test_short_s3_outage_is_ridden_out_by_retries(own_server, big_landing, reference, tmp_path) -> None:
     bucket = "loopline-blip"
     own_server.client().create_bucket(Bucket=bucket)
-    env = own_server.env(AWS_MAX_ATTEMPTS="10")
+    env = own_server.env(AWS_MAX_ATTEMPTS="10", LOOPLINE_S3_RETRY_SECONDS="120")  # ride out the restart
     cmd = _etl_cmd(big_landing, f"s3://{bucket}/lake", f"s3://{bucket}/quarantine")
     log = tmp_path / "etl.log"
 

@@ -109,6 +109,38 @@ def test_unreachable_endpoint_is_named_after_retries(s3_env, monkeypatch) -> Non
         storage.read_bytes("s3://some-bucket/key.json")
 
 
+def test_an_unreachable_endpoint_ends_in_one_line_within_the_retry_budget(s3_env) -> None:
+    """The one line naming bucket, endpoint and fix came after 80-160 lines of chained tracebacks, and
+    37-62 s of retries. Now: retries bounded by LOOPLINE_S3_RETRY_SECONDS, then one line; -v adds the rest."""
+    import subprocess
+    import sys
+    import time
+
+    from s3_fixtures import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    env = {**os.environ, "LOOPLINE_S3_ENDPOINT_URL": endpoint, "LOOPLINE_S3_RETRY_SECONDS": "4"}
+    env.pop("AWS_MAX_ATTEMPTS", None)  # the default 8 attempts: the time budget ends it first
+    cmd = [str(Path(sys.executable).parent / "loopline"), "lake", "check", "--lake", "s3://some-bucket/lake"]
+    t0 = time.monotonic()
+    quiet = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - t0
+    assert quiet.returncode == 1
+    lines = quiet.stderr.strip().splitlines()
+    assert "Traceback" not in quiet.stderr and all("retrying" in ln for ln in lines[:-1]), quiet.stderr
+    assert lines[-1].startswith(
+        f"error: list s3://some-bucket/lake: S3 endpoint {endpoint} unreachable after"
+    )
+    assert seconds < 4 + 10, seconds  # the budget, plus starting Python and the CLI
+    verbose = subprocess.run([*cmd[:1], "-v", *cmd[1:]], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" in verbose.stderr
+    assert (
+        verbose.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: list s3://some-bucket/lake: S3 endpoint {endpoint}")
+    )
+
+
 def test_no_credentials_is_a_clear_error(s3_env, monkeypatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

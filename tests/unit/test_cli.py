@@ -152,3 +152,18 @@ def test_local_path_options_keep_their_defaults(tmp_path, monkeypatch) -> None:
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     result = CliRunner().invoke(app, ["check-params"])  # --params defaults to params.yaml
     assert result.exit_code == 0, result.output
+
+
+def test_a_failure_ends_in_one_line_that_says_whether_it_is_loopline_s_own() -> None:
+    from pipelines.cli import error_line
+    from pipelines.registry import RegistryError
+
+    assert error_line(RegistryError("version v1 is not in the registry r")) == (
+        "error: version v1 is not in the registry r"
+    )
+    assert (
+        error_line(FileNotFoundError("read s3://b/k: no such object"))
+        == "error: read s3://b/k: no such object"
+    )
+    line = error_line(KeyError("amount"))
+    assert line.startswith("error: internal error (KeyError: 'amount')") and "-v" in line
