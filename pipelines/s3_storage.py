@@ -16,10 +16,11 @@ Configuration, all from the environment (never from params.yaml or the repo):
   sends checksums only where S3 requires them (many S3-compatible servers reject the newer ones).
 - credentials: the standard AWS chain only: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
   (/``AWS_SESSION_TOKEN``), ``AWS_PROFILE`` and the shared config files, SSO, or the instance / task
-  role. Under Airflow, the task that runs a stage exports an AWS connection's credentials into the
-  stage's environment (``AwsBaseHook(aws_conn_id).get_credentials()`` -> ``AWS_ACCESS_KEY_ID``,
-  ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``; the connection's ``endpoint_url`` extra ->
-  ``AWS_ENDPOINT_URL``).
+  role. Under Airflow, the task that runs a stage exports the AWS connection ``$LOOPLINE_AWS_CONN_ID``
+  (default ``aws_default``; ``plugins/loopline_dvc.py``) into that stage's environment only: login ->
+  ``AWS_ACCESS_KEY_ID``, password -> ``AWS_SECRET_ACCESS_KEY``, extras ``aws_session_token``,
+  ``region_name`` and ``endpoint_url`` -> ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``,
+  ``LOOPLINE_S3_ENDPOINT_URL``.
 - retries: botocore's ``adaptive`` mode (exponential back-off with jitter, plus client-side rate limiting
   when S3 throttles); ``AWS_MAX_ATTEMPTS`` (standard; default 8 attempts in all) bounds it. An unreachable
   endpoint is retried for at most ``LOOPLINE_S3_RETRY_SECONDS`` (default 15) from the request's start,

@@ -19,11 +19,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from typing import Any
 
 import loopline_workspace as lw
-from airflow.sdk import BaseOperator, BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,24 @@ def _bindings(
     raise ValueError(f"data={data!r}: expected one of {DATA_KINDS}")
 
 
+AWS_CONN_ID_ENV = "LOOPLINE_AWS_CONN_ID"  # the Airflow connection whose S3 credentials a stage gets
+
+
+def aws_connection_env() -> dict[str, str]:
+    """The S3 credentials (and endpoint) of the Airflow connection ``$LOOPLINE_AWS_CONN_ID`` (default
+    ``aws_default``), for the stage's environment only; none when that connection is not defined (the stage
+    then uses the worker's own AWS chain: a profile, an instance or task role)."""
+    conn_id = os.environ.get(AWS_CONN_ID_ENV, "aws_default")
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        log.info("no Airflow connection %r: the stage uses the worker's AWS credential chain", conn_id)
+        return {}
+    env = lw.aws_env(conn.login, conn.password, conn.extra_dejson)
+    log.info("S3 credentials from the Airflow connection %r: %s", conn_id, sorted(env))
+    return env
+
+
 def _no_seed(rel: str) -> bool:
     """Seed nothing: a folder the stage only writes (and publishes)."""
     return False
@@ -178,6 +197,7 @@ class DvcStageOperator(BaseOperator):
             self.stage,
             bindings=_bindings(self.data, date, settings, self.lookback_days),
             timeout=self.stage_timeout,
+            extra_env=aws_connection_env(),
         )
         result["date"] = date
         if self.outlets and result.get("published"):

@@ -445,11 +445,37 @@ def lock_digest(ws: Path, stage: str) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(raw).hexdigest(), entry
 
 
+def aws_env(login: str | None, password: str | None, extra: dict[str, Any]) -> dict[str, str]:
+    """The stage environment for an Airflow AWS connection (the Amazon provider's fields): login = access key
+    id, password = secret key; extras ``aws_session_token``, ``region_name`` and ``endpoint_url`` (or
+    ``service_config.s3.endpoint_url``). Only what the connection sets; the AWS chain does the rest."""
+    env: dict[str, str] = {}
+    if login and password:
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = login, password
+    if extra.get("aws_session_token"):
+        env["AWS_SESSION_TOKEN"] = str(extra["aws_session_token"])
+    if extra.get("region_name"):
+        env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
+    endpoint = extra.get("endpoint_url") or ((extra.get("service_config") or {}).get("s3") or {}).get(
+        "endpoint_url"
+    )
+    if endpoint:
+        env["LOOPLINE_S3_ENDPOINT_URL"] = str(endpoint)
+    return env
+
+
 def run_stage(
-    settings: Settings, ws: Path, stage: str, *, bindings: list[Binding] = (), timeout: float | None = None
-) -> dict[str, Any]:  # type: ignore[assignment]
-    """Run one DVC stage in a workspace (serialised within the run), seeding and publishing its bindings."""
-    env = pipeline_env(settings)
+    settings: Settings,
+    ws: Path,
+    stage: str,
+    *,
+    bindings: list[Binding] = (),  # type: ignore[assignment]
+    timeout: float | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one DVC stage in a workspace (serialised within the run), seeding and publishing its bindings.
+    ``extra_env`` (an Airflow connection's credentials) is added to the stage's environment only."""
+    env = {**pipeline_env(settings), **(extra_env or {})}
     with file_lock(ws / ".loopline.lock"):
         for b in bindings:
             b.seed(ws, settings)

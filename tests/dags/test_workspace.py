@@ -122,3 +122,42 @@ def test_workspaces_are_isolated_share_the_cache_and_are_pruned(loopline_env):
     s2 = lw.Settings(project=s.project, venv=s.venv, runs=s.runs, shared=s.shared, keep=2)
     lw.ensure_workspace(s2, dag_id="d", run_id="run:3", run_record={})
     assert len([p for p in (s.runs / "d").iterdir() if p.is_dir()]) == 2
+
+
+def test_a_stage_gets_the_s3_credentials_of_the_airflow_connection(loopline_env, monkeypatch):
+    """README and the S3 module said a task exports an Airflow AWS connection into the stage's environment;
+    no code did. The operator now reads $LOOPLINE_AWS_CONN_ID (default aws_default) and hands its keys and
+    endpoint to the stage only; without the connection the stage keeps the worker's own AWS chain."""
+    from loopline_dvc import aws_connection_env
+
+    key_id, key = "loopline-test-user", "-".join(("not", "a", "real", "key"))  # made up for the test
+    conn = {"conn_type": "aws", "login": key_id, "extra": {"endpoint_url": "http://127.0.0.1:9000",
+            "region_name": "eu-west-1"}}  # fmt: skip
+    conn["password"] = key
+    monkeypatch.setenv("AIRFLOW_CONN_LOOPLINE_S3", json.dumps(conn))
+    monkeypatch.setenv("LOOPLINE_AWS_CONN_ID", "loopline_s3")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    env = aws_connection_env()
+    assert env["AWS_ACCESS_KEY_ID"] == key_id and env["AWS_SECRET_ACCESS_KEY"] == key
+    assert (
+        env["AWS_DEFAULT_REGION"] == "eu-west-1"
+        and env["LOOPLINE_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    )
+    assert len(env) == 4
+    monkeypatch.setenv("LOOPLINE_AWS_CONN_ID", "not_defined")
+    assert aws_connection_env() == {}
+
+    s = lw.Settings.from_env()
+    proj = loopline_env["project"]
+    (proj / "dvc.yaml").write_text(
+        "stages:\n  creds:\n    cmd: python -c \"import os; open('out.txt','w').write("
+        "os.environ.get('AWS_ACCESS_KEY_ID','-') + ' ' + os.environ.get('LOOPLINE_S3_ENDPOINT_URL','-'))\"\n"
+        "    outs: [out.txt]\n"
+    )
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "creds"], cwd=proj, check=True
+    )
+    ws = lw.ensure_workspace(s, dag_id="d", run_id="run:creds", run_record={})
+    lw.run_stage(s, ws, "creds", extra_env=env)
+    assert (ws / "out.txt").read_text() == f"{key_id} http://127.0.0.1:9000"
+    assert "AWS_ACCESS_KEY_ID" not in lw.pipeline_env(s)  # the stage's copy only

@@ -97,3 +97,24 @@ def test_all_interfaces_only_inside_docker():
                 offenders.append(str(path.relative_to(ROOT)))
     assert ALL_INTERFACES not in (ROOT / "Makefile").read_text()
     assert offenders == []
+
+
+def test_airflow_gets_a_bucket_scoped_connection_never_the_storage_root_user(compose):
+    """The compose file handed MinIO's root credentials to every Airflow container. Now only MinIO and its
+    one-shot setup see them; Airflow's tasks get the AWS connection of a user whose policy is the bucket."""
+    import json
+
+    for name, svc in compose["services"].items():
+        env = json.dumps(svc.get("environment") or {})
+        if "MINIO_ROOT" in env:
+            assert name in {"minio", "minio-setup"}, f"{name} sees the MinIO root credentials"
+        assert "AWS_SECRET_ACCESS_KEY" not in env, f"{name}: S3 keys as plain environment"
+    conn = compose["x-airflow-common"]["environment"]["AIRFLOW_CONN_AWS_DEFAULT"]
+    parsed = json.loads(conn)
+    assert parsed["conn_type"] == "aws" and parsed["login"] == "loopline-airflow"
+    assert ENV_REF.match(parsed["password"])
+    setup = "\n".join(compose["services"]["minio-setup"]["command"])
+    assert (
+        "arn:aws:s3:::loopline/*" in setup
+        and "policy attach root loopline-bucket --user loopline-airflow" in setup
+    )
