@@ -388,6 +388,9 @@ def _looks_like_id(info_name: str, n_unique: int, n_present: int, kind: str) -> 
 # --------------------------------------------------------------------------- the proposal
 
 
+SMOOTH_METRIC_BELOW_POSITIVES = 500  # expected valid-window positives under which early stopping uses logloss
+
+
 def infer_profile(
     df: pd.DataFrame,
     *,
@@ -684,6 +687,12 @@ def infer_profile(
     valid_days = max(1, round(span_days * 0.15))
     gap_days = 1 if span_days >= 30 else 0
     train_days = None
+    # Early stopping and the study watch one metric on the valid window. PR-AUC over a few hundred positives
+    # is a noisy step function: on the Seattle daily series (219 valid rows, ~90 rainy days) aucpr picked
+    # trees that stopped at round 3-20 and scored test ROC-AUC 0.77-0.82 over three seeds, logloss
+    # 0.81-0.82 (hand-built 0.82); on hotel bookings (~3,500 valid positives) aucpr did as well or better.
+    valid_positives = int(known.sum() * label_rate * valid_days / span_days)
+    eval_metric = "logloss" if valid_positives < SMOOTH_METRIC_BELOW_POSITIVES else "aucpr"
     label_maturity_days = 0  # labels are known at event time unless label_time_column/delay says otherwise
 
     # --- validation sized to the rows per day
@@ -790,6 +799,7 @@ def infer_profile(
                 **d.train.xgboost.model_dump(mode="json"),
                 "num_boost_round": 1000,
                 "early_stopping_rounds": 50,
+                "eval_metric": eval_metric,
             },
             "keras": {
                 **d.train.keras.model_dump(mode="json"),
@@ -857,6 +867,7 @@ def infer_profile(
         "rows_per_day": {"median": rows_day_median, "p05": q05, "max": int(per_day.max())},
         "entity_key": entity_name,
         "event_id": event_id,
+        "valid_positives_expected": valid_positives,  # decides train.xgboost.eval_metric
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     return Proposal(name=name, params=params, warnings=warnings, columns=list(infos.values()), stats=stats,

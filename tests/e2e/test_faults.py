@@ -14,6 +14,7 @@ back with. Nothing the ETL wrote after the freeze can be in the copy, because it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -312,6 +313,142 @@ def test_short_s3_outage_is_ridden_out_by_retries(own_server, big_landing, refer
     objects = own_server.snapshot(bucket)
     assert _objects_under(objects, "lake") == reference["lake"]
     assert _objects_under(objects, "quarantine") == reference["quarantine"]
+
+
+# --------------------------------------------------------------------------- a TCP forwarder cuts uploads
+
+
+class CuttingForwarder:
+    """A TCP forwarder on 127.0.0.1 between Loopline and the S3 server. Once armed, it cuts the connection
+    that carries more than ``cut_after`` bytes towards the server (an upload in flight): both sockets are
+    closed mid-request, ``cuts`` times; with ``die`` it also stops accepting, as a lost network would."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.cut_after: int | None = None
+        self.cuts_left = 0
+        self.cut = 0
+        self.die = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[Any] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def arm(self, cut_after: int, *, cuts: int = 1, die: bool = False) -> None:
+        self.cut_after, self.cuts_left, self.die = cut_after, cuts, die
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self._open += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, to_server: bool) -> None:
+        sent = 0
+        try:
+            while chunk := src.recv(65536):
+                sent += len(chunk) if to_server else 0
+                if to_server and self.cut_after is not None and sent > self.cut_after and self.cuts_left > 0:
+                    self.cuts_left -= 1
+                    self.cut += 1
+                    dst.sendall(chunk[: len(chunk) // 2])  # half of it arrives: a request cut mid-body
+                    for sock in (src, dst):
+                        sock.close()
+                    if self.die:
+                        self.close()
+                    return
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def forwarded(own_server):
+    fwd = CuttingForwarder(own_server.port)
+    yield own_server, fwd
+    fwd.close()
+
+
+def test_an_upload_cut_midway_is_retried_and_the_lake_is_exact(
+    forwarded, big_landing, reference, tmp_path
+) -> None:
+    """One connection cut while it carries a partition upload: botocore retries the request on a new
+    connection, the object appears whole or not at all, and the run ends with the reference lake."""
+    server, fwd = forwarded
+    bucket = "loopline-cut"
+    server.client().create_bucket(Bucket=bucket)
+    env = server.env(LOOPLINE_S3_ENDPOINT_URL=fwd.endpoint)
+    fwd.arm(cut_after=300_000, cuts=3)
+    run = subprocess.run(
+        _etl_cmd(big_landing, f"s3://{bucket}/lake", f"s3://{bucket}/quarantine"),
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert fwd.cut == 3  # the faults did happen
+    objects = server.snapshot(bucket)
+    assert _objects_under(objects, "lake") == reference["lake"]
+    assert _objects_under(objects, "quarantine") == reference["quarantine"]
+
+
+def test_a_network_lost_mid_upload_fails_in_one_line_then_a_rerun_completes(
+    forwarded, big_landing, reference, tmp_path
+) -> None:
+    """The forwarder cuts an upload and stops answering: the ETL gives up within its retry budget with one
+    line; with the network back, one re-run gives the reference lake and manifests that add up to it."""
+    server, fwd = forwarded
+    bucket = "loopline-lost"
+    server.client().create_bucket(Bucket=bucket)
+    env = server.env(LOOPLINE_S3_ENDPOINT_URL=fwd.endpoint, LOOPLINE_S3_RETRY_SECONDS="3")
+    cmd = _etl_cmd(big_landing, f"s3://{bucket}/lake", f"s3://{bucket}/quarantine")
+    fwd.arm(cut_after=2_000_000, die=True)
+    t0 = time.monotonic()
+    failed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and fwd.cut == 1, failed.stderr[-3000:]
+    lines = failed.stderr.strip().splitlines()
+    assert "Traceback" not in failed.stderr and lines[-1].startswith("error: ") and fwd.endpoint in lines[-1]
+    assert time.monotonic() - t0 < 600
+
+    back = CuttingForwarder(server.port)  # the network is back (another port: the old one may linger)
+    try:
+        env["LOOPLINE_S3_ENDPOINT_URL"] = back.endpoint
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        objects = server.snapshot(bucket)
+        assert _objects_under(objects, "lake") == reference["lake"]
+        assert _objects_under(objects, "quarantine") == reference["quarantine"]
+        _manifests_add_up(f"s3://{bucket}/lake", env)
+    finally:
+        back.close()
 
 
 # --------------------------------------------------------------------------- quarantine cannot be written
