@@ -319,8 +319,8 @@ def test_short_s3_outage_is_ridden_out_by_retries(own_server, big_landing, refer
 
 
 class CuttingForwarder:
-    """A TCP forwarder on 127.0.0.1 between Loopline and the S3 server. Once armed, it cuts the connection
-    that carries more than ``cut_after`` bytes towards the server (an upload in flight): both sockets are
+    """A TCP forwarder on 127.0.0.1 between Loopline and the S3 server. Once armed, every ``cut_after`` bytes
+    sent towards the server it cuts the connection carrying them (an upload in flight): both sockets are
     closed mid-request, ``cuts`` times; with ``die`` it also stops accepting, as a lost network would."""
 
     def __init__(self, target_port: int) -> None:
@@ -331,6 +331,9 @@ class CuttingForwarder:
         self.cuts_left = 0
         self.cut = 0
         self.die = False
+        self.sent = 0  # bytes towards the server, all connections
+        self._next_cut: int | None = None
+        self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._open: list[Any] = []
@@ -343,6 +346,18 @@ class CuttingForwarder:
 
     def arm(self, cut_after: int, *, cuts: int = 1, die: bool = False) -> None:
         self.cut_after, self.cuts_left, self.die = cut_after, cuts, die
+        self._next_cut = self.sent + cut_after
+
+    def _due(self, n: int) -> bool:
+        """Count ``n`` bytes towards the server; whether this chunk is to be cut."""
+        with self._lock:
+            self.sent += n
+            if self._next_cut is None or self.sent <= self._next_cut or self.cuts_left <= 0:
+                return False
+            self.cuts_left -= 1
+            self.cut += 1
+            self._next_cut = self.sent + (self.cut_after or 0)
+            return True
 
     def _accept(self) -> None:
         import socket
@@ -362,13 +377,9 @@ class CuttingForwarder:
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
     def _pump(self, src: Any, dst: Any, to_server: bool) -> None:
-        sent = 0
         try:
             while chunk := src.recv(65536):
-                sent += len(chunk) if to_server else 0
-                if to_server and self.cut_after is not None and sent > self.cut_after and self.cuts_left > 0:
-                    self.cuts_left -= 1
-                    self.cut += 1
+                if to_server and self._due(len(chunk)):
                     dst.sendall(chunk[: len(chunk) // 2])  # half of it arrives: a request cut mid-body
                     for sock in (src, dst):
                         sock.close()
@@ -430,10 +441,10 @@ def test_a_network_lost_mid_upload_fails_in_one_line_then_a_rerun_completes(
     server.client().create_bucket(Bucket=bucket)
     env = server.env(LOOPLINE_S3_ENDPOINT_URL=fwd.endpoint, LOOPLINE_S3_RETRY_SECONDS="3")
     cmd = _etl_cmd(big_landing, f"s3://{bucket}/lake", f"s3://{bucket}/quarantine")
-    fwd.arm(cut_after=2_000_000, die=True)
+    fwd.arm(cut_after=3_000_000, die=True)  # a few files in
     t0 = time.monotonic()
     failed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert failed.returncode == 1 and fwd.cut == 1, failed.stderr[-3000:]
+    assert failed.returncode == 1 and fwd.cut == 1, (fwd.cut, failed.stderr[-3000:])
     lines = failed.stderr.strip().splitlines()
     assert "Traceback" not in failed.stderr and lines[-1].startswith("error: ") and fwd.endpoint in lines[-1]
     assert time.monotonic() - t0 < 600
