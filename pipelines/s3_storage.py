@@ -23,7 +23,7 @@ Configuration, all from the environment (never from params.yaml or the repo):
   ``LOOPLINE_S3_ENDPOINT_URL``.
 - retries: botocore's ``adaptive`` mode (exponential back-off with jitter, plus client-side rate limiting
   when S3 throttles); ``AWS_MAX_ATTEMPTS`` (standard; default 8 attempts in all) bounds it. An unreachable
-  endpoint is retried for at most ``LOOPLINE_S3_RETRY_SECONDS`` (default 15) from the request's start,
+  endpoint is retried for at most ``LOOPLINE_S3_RETRY_SECONDS`` (default 12) from the request's start,
   then the request fails with one line naming the endpoint; an attempt that hangs ends at
   ``LOOPLINE_S3_CONNECT_TIMEOUT`` / ``LOOPLINE_S3_READ_TIMEOUT`` (seconds; default 5 / 60).
 
@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_RETRY_SECONDS = 15.0  # retrying an unreachable endpoint, from the request's start
+DEFAULT_RETRY_SECONDS = (
+    12.0  # retrying an unreachable endpoint, from the request's start: the error line within 15 s
+)
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
