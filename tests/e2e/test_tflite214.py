@@ -15,6 +15,7 @@ What it shows (docs/edge.md):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,10 +36,19 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("LOOPLINE_TFLITE214_VENV", Path.home() / ".cache" / "loopline" / "tflite214-venv"))
 UV = ROOT / ".venv" / "bin" / "uv"
 
-pytestmark = pytest.mark.slow
+# one worker builds and uses the environment: two xdist workers building it at once removed each other's
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tflite214")]
 
 
 def _tflite214_python() -> Path:
+    """The 2.14 environment's python, built once per machine (under a lock: test runs may overlap)."""
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(VENV.parent / "tflite214-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_tflite214()
+
+
+def _build_tflite214() -> Path:
     python = VENV / "bin" / "python"
     probe = [
         str(python),
