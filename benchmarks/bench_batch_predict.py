@@ -45,7 +45,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.config import load_params  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
 
 
 def load_avg() -> str:
@@ -56,7 +56,7 @@ def prepare_small(work: Path, *, days: int, rows_per_day: int, rows: int, seed: 
     import pyarrow as pa
     import xgboost as xgb
 
-    from pipelines import storage
+    from pipelines.core import storage
     from pipelines.etl import lake_dates, read_partition, run_etl
     from pipelines.features import run_features
     from pipelines.generate import generate_landing
@@ -160,7 +160,7 @@ def add_scored_day(lake: str, *, rows: int, seed: int) -> str:
     """Append the scored day: ``rows`` events resampled from the newest three days, new ids and times."""
     import pyarrow as pa
 
-    from pipelines import storage
+    from pipelines.core import storage
     from pipelines.etl import lake_dates, lake_schema, partition_path, read_partition
 
     params = load_params(ROOT / "params.yaml")
@@ -185,7 +185,7 @@ END_TO_END = textwrap.dedent(
     import json, sys, time
     sys.path.insert(0, {root!r})
     from benchmarks._common import peak_rss_mb
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     t_imp = time.perf_counter()
     from pipelines.predict import run_predict
     import pipelines.etl, pipelines.features, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipelines import metrics as M  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
+from pipelines.core import metrics as M  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
 
 
 def load_avg() -> str:
@@ -43,7 +43,7 @@ def build_features(work: Path, *, days: int, rows_per_day: int, params: Any) -> 
     """Synthetic lake -> time split of the labelled rows (60/15/25 % of the days) -> the real feature stage."""
     import pyarrow as pa
 
-    from pipelines import storage
+    from pipelines.core import storage
     from pipelines.etl import lake_dates, read_partition, run_etl
     from pipelines.features import run_features
     from pipelines.generate import generate_landing

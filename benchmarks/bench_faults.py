@@ -32,8 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from benchmarks._common import write_result
-from pipelines import storage
-from pipelines.config import load_params
+from pipelines.core import storage
+from pipelines.core.config import load_params
 from pipelines.etl import run_etl
 from pipelines.generate import generate_landing
 from pipelines.sources import count_data_lines

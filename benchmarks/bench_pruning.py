@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import table, write_result
-from pipelines.config import load_params
+from pipelines.core.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNERS = ["median", "percentile", "hyperband"]

@@ -56,7 +56,7 @@ def write_file(path: Path, rows: int, seed: int = 0) -> float:
 
 def worker(mode: str, path: str, k: int, batch: int) -> None:
     """Runs in the subprocess; prints one JSON line."""
-    from pipelines import storage
+    from pipelines.core import storage
     from pipelines.sampling import ReservoirSampler
 
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Storage benchmark: lake write and read throughput, local disk against a local S3 server, side by side.
 
 The same lake tables (real ETL output: 20 partitions x 50,000 rows by default) are written one partition
-after another through ``pipelines.storage`` (as the ETL does: atomic temp+rename on disk, one PUT on S3),
+after another through ``pipelines.core.storage`` (as the ETL does: atomic temp+rename on disk, one PUT on S3),
 then read back (``storage.read_parquet``). MB/s counts Parquet bytes (zstd); rows/s counts lake rows. The
 "encode/decode only" row is the same work with no storage at all: the floor both sit on.
 
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from benchmarks._common import table, timed, write_result  # noqa: E402
-from pipelines import storage  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
+from pipelines.core import storage  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
 from pipelines.etl import lake_dates, read_partition, run_etl  # noqa: E402
 from pipelines.generate import generate_landing  # noqa: E402
 

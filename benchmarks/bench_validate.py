@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import table, write_result
-from pipelines.config import load_params
+from pipelines.core.config import load_params
 from pipelines.etl import lake_dates, run_etl
 from pipelines.generate import generate_landing
 from pipelines.validate import run_validation

@@ -49,9 +49,9 @@ import numpy as np
 import pandas as pd
 
 from pipelines import featurespec as fs
-from pipelines import metrics as M
-from pipelines import storage
-from pipelines.config import Params
+from pipelines.core import metrics as M
+from pipelines.core import storage
+from pipelines.core.config import Params
 from pipelines.etl import lake_dates, read_partition
 from pipelines.evaluate import json_safe
 from pipelines.features import aggregate_columns, entity_aggregates, epoch_us, fit_spec, frame_to_columns

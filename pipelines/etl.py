@@ -34,11 +34,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import storage
-from pipelines.config import ColumnSpec, EtlConfig, Params, SchemaConfig, params_file
+from pipelines.core import storage
+from pipelines.core.config import ColumnSpec, EtlConfig, Params, SchemaConfig, params_file
+from pipelines.core.timeparse import TS as TIMESTAMP_UTC
+from pipelines.core.timeparse import parse_times
 from pipelines.sources import FileRejected, RawBatch, SourceAdapter, adapter_for, count_data_lines
-from pipelines.timeparse import TS as TIMESTAMP_UTC
-from pipelines.timeparse import parse_times
 
 __all__ = [
     "CheckResult",

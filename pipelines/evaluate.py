@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import metrics as M
-from pipelines import models, storage
-from pipelines.config import BehaviouralConfig, EvaluateConfig, params_file
+from pipelines import models
+from pipelines.core import metrics as M
+from pipelines.core import storage
+from pipelines.core.config import BehaviouralConfig, EvaluateConfig, params_file
 from pipelines.featurespec import loads_spec
 
 __all__ = [

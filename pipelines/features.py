@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines import featurespec as fs
-from pipelines import leakage, storage
-from pipelines.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
-from pipelines.drift import psi as drift_psi
+from pipelines import leakage
+from pipelines.core import storage
+from pipelines.core.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
+from pipelines.core.drift import psi as drift_psi
 from pipelines.etl import lake_dates, read_partition
 from pipelines.spec_frame import epoch_us, frame_to_columns, transform_columns
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipelines import storage
-from pipelines.config import SyntheticConfig
+from pipelines.core import storage
+from pipelines.core.config import SyntheticConfig
 from pipelines.sources.synthetic import generate_day, make_population, to_csv_bytes
 
 log = logging.getLogger(__name__)

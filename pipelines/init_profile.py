@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines import storage
-from pipelines.config import MISSING_MARKERS, Params, parse_params
+from pipelines.core import storage
+from pipelines.core.config import MISSING_MARKERS, Params, parse_params
 from pipelines.leakage import single_feature_auc
 
 __all__ = [
@@ -263,7 +263,7 @@ def _numeric(s: pd.Series) -> pd.Series:
 
 
 def _parse_time(s: pd.Series, time_format: str | None) -> pd.Series:
-    """Same semantics as pipelines.timeparse (ISO 8601 or strptime), on pandas."""
+    """Same semantics as pipelines.core.timeparse (ISO 8601 or strptime), on pandas."""
     if time_format:
         return pd.to_datetime(s, format=time_format, errors="coerce", utc=True)
     return pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True)

@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import storage
-from pipelines.config import LabelingConfig, SchemaConfig
+from pipelines.core import storage
+from pipelines.core.config import LabelingConfig, SchemaConfig
 from pipelines.labeling_functions import (
     ABSTAIN,
     MODEL_MAX_ROWS,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import LabelingFunctionOptions, SchemaConfig, params_file
+from pipelines.core.config import LabelingFunctionOptions, SchemaConfig, params_file
 
 __all__ = [
     "ABSTAIN",

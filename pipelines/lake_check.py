@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines import storage
+from pipelines.core import storage
 from pipelines.etl import LEDGER_DIR, MANIFEST_DIR, RUNNING_DIR, source_key
 
 __all__ = ["LakeCheck", "check_lake"]

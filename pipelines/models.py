@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
 from pipelines.baselines import baselines_from_dict
+from pipelines.core import storage
 from pipelines.featurespec import dumps_spec, loads_spec
 from pipelines.spec_frame import transform_columns
 

@@ -4,7 +4,7 @@ For a current window (one day, or a range of days) against a reference window (p
 ``monitor.reference``: the champion's data window, a trailing window, or a seasonally matched one) it
 measures
 
-- *feature drift*: one check per monitored lake column (pipelines/drift.py; method and threshold per column
+- *feature drift*: one check per monitored lake column (pipelines/core/drift.py; method and threshold per column
   type, overridable per column). Id-like ``high_cardinality`` columns are excluded by default (they drift in
   almost every period), calendar columns (``monitor.drift.calendar_pattern``) are excluded unless the
   reference is seasonal and ``monitor.drift.calendar`` is ``seasonal``;
@@ -45,14 +45,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import drift as D
-from pipelines import metrics as M
-from pipelines import storage
-from pipelines.config import MonitorConfig, MonitorPolicyConfig, SchemaConfig
+from pipelines.core import drift as D
+from pipelines.core import metrics as M
+from pipelines.core import storage
+from pipelines.core.config import MonitorConfig, MonitorPolicyConfig, SchemaConfig
+from pipelines.core.samplers import stratified_indices
 from pipelines.etl import lake_dates, read_partition, validate_date
 from pipelines.featurespec import feature_names_of
 from pipelines.registry import Registry
-from pipelines.samplers import stratified_indices
 from pipelines.sampling import ReservoirSampler, labels_at_cutoff
 
 __all__ = [

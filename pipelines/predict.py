@@ -2,7 +2,7 @@
 
 ``loopline predict`` scores one partition (``--date``), a range (``--start``/``--end``) or, by default, the
 newest ``predict.window_days`` partitions, and writes ``<out>/date=D/part-<version>.parquet`` (atomic, via
-pipelines.storage; a model other than XGBoost adds ``-<model>`` to the name) with, on every row:
+pipelines.core.storage; a model other than XGBoost adds ``-<model>`` to the name) with, on every row:
 ``event_id``, ``event_time``, the entity key, ``score``, ``model``, ``model_version``, ``spec_digest`` and
 the ``predict.extra_columns`` the lake has (slice columns for monitoring).
 
@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from pipelines import featurespec as fs
-from pipelines import models, storage
-from pipelines.config import Params, PredictConfig
+from pipelines import models
+from pipelines.core import storage
+from pipelines.core.config import Params, PredictConfig
 from pipelines.edge import EdgeModel
 from pipelines.etl import lake_dates, partition_path, validate_date
 from pipelines.features import (
@@ -308,7 +309,7 @@ def iter_scored(
     Arrow to numpy without pandas: categorical inputs go to the spec dictionary-coded (each distinct
     value transformed once). The model scores chunk ``i`` on its own threads (XGBoost, TFLite and
     TensorFlow release the GIL) while chunk ``i + 1`` is read and transformed and chunk ``i - 1`` is
-    consumed (encoded by :func:`pipelines.storage.write_parquet_batches`): the model's time overlaps the
+    consumed (encoded by :func:`pipelines.core.storage.write_parquet_batches`): the model's time overlaps the
     rest instead of adding to it. The feature matrix comes from the compiled kernel
     (:func:`pipelines.kernels.transform`, the numpy reference's matrix bit for bit; the reference itself
     when numba is not installed), written into two matrices used in turn, so a chunk costs no fresh

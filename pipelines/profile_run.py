@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import EDIT_MARKER, Params, load_params, parse_params
+from pipelines.core.config import EDIT_MARKER, Params, load_params, parse_params
 from pipelines.run_report import write_run_report
 
 __all__ = ["landing_for", "prepare_workspace", "profile_file", "run_profile", "workspace_dvc_yaml"]
@@ -184,7 +184,7 @@ def _filled(text: str, params: Params, pipeline: dict[str, Any], *, profile: str
 
 
 def load_params_text(text: str, *, source: str = "params.yaml") -> Params:
-    """Parameters from YAML text (:func:`pipelines.config.parse_params`; errors name ``source``)."""
+    """Parameters from YAML text (:func:`pipelines.core.config.parse_params`; errors name ``source``)."""
     return parse_params(yaml.safe_load(text) or {}, source=Path(source))
 
 

@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import metrics as M
-from pipelines import models, storage
-from pipelines.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
+from pipelines import models
+from pipelines.core import metrics as M
+from pipelines.core import storage
+from pipelines.core.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
 from pipelines.edge import EdgeModel
 from pipelines.evaluate import json_safe, labelled_rows
 from pipelines.featurespec import dumps_spec

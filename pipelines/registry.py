@@ -1,4 +1,4 @@
-"""Model registry on a local folder or an ``s3://`` prefix (through pipelines.storage), with a promotion gate.
+"""Model registry on a local folder or an ``s3://`` prefix (through pipelines.core.storage), with a promotion gate.
 
 Layout::
 
@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import models, storage
-from pipelines.config import GateConfig
+from pipelines import models
+from pipelines.core import storage
+from pipelines.core.config import GateConfig
 from pipelines.evaluate import compare_champion, labelled_rows
 from pipelines.featurespec import loads_spec
 

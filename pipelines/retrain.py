@@ -31,7 +31,7 @@ mode, which does nothing, cheaply, when ``decision.json`` says no retrain). Each
    the promotion gate and the registry (``run_register``; lineage records the parent version of a stateful
    update), then TFLite quantization (``run_quantize``) of a promoted candidate's Keras model.
    A stateful candidate refused by the gate is replaced by a refit (``retrain.refit_on_gate_failure``).
-5. **Watermark** (``<registry>/retrain_state.json``, written atomically through pipelines.storage): moved
+5. **Watermark** (``<registry>/retrain_state.json``, written atomically through pipelines.core.storage): moved
    to the candidate's train-window end ONLY when the candidate became champion. An empty window, a failed
    fit or a gate refusal leave it (and the refit counter) where they were, so the next run sees the data
    again. A champion promoted by another path (the train stage) resets the state to its own window.
@@ -49,9 +49,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
 from pipelines.baselines import fit_baselines
-from pipelines.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
+from pipelines.core import storage
+from pipelines.core.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
 from pipelines.etl import lake_dates
 from pipelines.evaluate import run_evaluate
 from pipelines.features import (

@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines import storage
-from pipelines.drift import decision_verdict
+from pipelines.core import storage
+from pipelines.core.drift import decision_verdict
 
 __all__ = ["collect", "markdown_to_html", "render_index", "write_run_report"]
 

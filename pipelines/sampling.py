@@ -32,10 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import storage
-from pipelines.config import SamplingConfig, SchemaConfig
+from pipelines.core import storage
+from pipelines.core.config import SamplingConfig, SchemaConfig
+from pipelines.core.samplers import simple_random_indices, stratified_indices
 from pipelines.etl import TS, lake_dates, lake_schema, partition_path
-from pipelines.samplers import simple_random_indices, stratified_indices
 
 __all__ = [
     "SPLITS",

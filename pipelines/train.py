@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
 from pipelines.baselines import average_precision, baselines_from_dict, fit_baselines
-from pipelines.config import (
+from pipelines.core import storage
+from pipelines.core.config import (
     ImbalanceTrainConfig,
     KerasTrainConfig,
     Params,

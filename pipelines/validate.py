@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines import storage
-from pipelines.config import SchemaConfig, ValidationConfig
+from pipelines.core import storage
+from pipelines.core.config import SchemaConfig, ValidationConfig
 from pipelines.etl import MANIFEST_DIR, lake_dates, lake_schema, partition_path, read_partition
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ def hotel_zip() -> Path:
 
 @pytest.fixture(scope="session")
 def params():
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     return load_params(ROOT / "params.yaml")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import featurespec as fs
-from pipelines.config import FeaturesConfig, SchemaConfig
+from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.features import fit_spec, transform_columns
 
 SCHEMA = SchemaConfig.model_validate(

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.config import PARAMS_FILE_ENV, ConfigError, Params, edit_target, load_params
+from pipelines.core.config import PARAMS_FILE_ENV, ConfigError, Params, edit_target, load_params
 
 log = logging.getLogger("loopline")
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from pipelines import storage
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
+from pipelines.core import storage
 from pipelines.etl import NoLandingFiles, run_etl, validate_date
 from pipelines.generate import generate_landing
 from pipelines.lake_check import check_lake

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipelines import import_graph, plots_page
+from pipelines import import_graph
 from pipelines.cli.common import local_path
+from pipelines.core import plots_page
 
 app = typer.Typer()
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from pipelines import storage
 from pipelines.cli.common import ParamsOpt, params_or_exit
+from pipelines.core import storage
 from pipelines.evaluate import run_evaluate
 from pipelines.registry import (
     ALIASES,

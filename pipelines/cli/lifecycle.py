@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from pipelines import storage
 from pipelines.backtest import load_timeline, markdown_table, run_backtest, write_outputs
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
-from pipelines.config import ConfigError
+from pipelines.core import storage
+from pipelines.core.config import ConfigError
 from pipelines.etl import lake_dates, run_etl
 from pipelines.generate import generate_landing
 from pipelines.init_profile import infer_profile, read_sample, write_profile

@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.config import edit_target, params_comments, params_origins
+from pipelines.core.config import edit_target, params_comments, params_origins
 from pipelines.profile_run import pipeline_param_keys
 from pipelines.sources import adapter_for
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipelines import storage
 from pipelines.cli.common import ParamsOpt, log, params_or_exit
+from pipelines.core import storage
 from pipelines.edge import main as edge_main
 from pipelines.models import quiet_tensorflow
 from pipelines.predict import NoChampionError, PredictError, run_predict

@@ -9,7 +9,7 @@ happen in the ETL stage, the same for every source. An adapter never drops a row
 
 from __future__ import annotations
 
-from pipelines.config import Params
+from pipelines.core.config import Params
 from pipelines.sources.base import (
     BadLine,
     CsvAdapter,

@@ -14,8 +14,8 @@ from typing import NamedTuple, Protocol
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines import storage
-from pipelines.config import MISSING_MARKERS, SchemaConfig
+from pipelines.core import storage
+from pipelines.core.config import MISSING_MARKERS, SchemaConfig
 
 CORE_COLUMNS = ("event_id", "event_time", "label", "label_time")
 
@@ -117,7 +117,7 @@ def read_csv_strings(
     parallel converter (the fast path). If any value does not convert, the file is read again with every
     column as a string, so that a wrong value in one row cannot fail the whole file: each value is then
     coerced and checked per row. ``null_values`` are the missing-value markers (default
-    :data:`pipelines.config.MISSING_MARKERS`: the empty cell, NA, N/A, NULL, NaN, ?, - ...).
+    :data:`pipelines.core.config.MISSING_MARKERS`: the empty cell, NA, N/A, NULL, NaN, ?, - ...).
     """
     if not data[:65536].strip() and not data.strip():
         raise FileRejected("empty_file", f"{path}: the file is empty (no header); nothing to load", 0)

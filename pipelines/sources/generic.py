@@ -25,8 +25,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import storage
-from pipelines.config import GenericSourceConfig, SchemaConfig
+from pipelines.core import storage
+from pipelines.core.config import GenericSourceConfig, SchemaConfig
+from pipelines.core.timeparse import TS, parse_times
 from pipelines.sources.base import (
     BadLine,
     FileRejected,
@@ -36,7 +37,6 @@ from pipelines.sources.base import (
     read_csv_strings,
     select_contract,
 )
-from pipelines.timeparse import TS, parse_times
 
 __all__ = ["GenericAdapter", "map_label"]
 

@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import storage
-from pipelines.config import HotelConfig, SchemaConfig
+from pipelines.core import storage
+from pipelines.core.config import HotelConfig, SchemaConfig
 from pipelines.sources.base import FileRejected, RawBatch, read_csv_strings, required_columns, select_contract
 
 __all__ = ["BOOKER_KEY", "HotelAdapter", "booker_ids", "booking_times"]

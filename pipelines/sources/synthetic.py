@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines.config import SyntheticConfig
+from pipelines.core.config import SyntheticConfig
 
 __all__ = ["LANDING_COLUMNS", "Population", "generate_day", "make_population", "to_csv_bytes"]
 

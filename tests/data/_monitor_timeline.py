@@ -32,7 +32,7 @@ def _frame(lake: str, start: str, end: str) -> pd.DataFrame:
 def build_timeline(base: Path, params, *, days: int = 50, rows_per_day: int = 2000) -> dict:
     import xgboost as xgb
 
-    from pipelines import metrics as M
+    from pipelines.core import metrics as M
     from pipelines.etl import lake_dates, read_partition, run_etl
     from pipelines.features import fit_spec, transform_columns
     from pipelines.featurespec import dumps_spec

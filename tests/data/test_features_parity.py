@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines import featurespec as fs
-from pipelines import storage
+from pipelines.core import storage
 from pipelines.cli import app
 from pipelines.etl import lake_dates, read_partition
 from pipelines.features import build_features, load_history, transform_columns, transform_frame

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage
-from pipelines.config import Params, load_params
+from pipelines.core import storage
+from pipelines.core.config import Params, load_params
 from pipelines.etl import lake_dates, read_partition, run_etl
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

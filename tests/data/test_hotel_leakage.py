@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines.config import FeaturesConfig, SchemaConfig, load_params
+from pipelines.core.config import FeaturesConfig, SchemaConfig, load_params
 from pipelines.features import build_features
 from pipelines.leakage import LeakageError
 from pipelines.sources.hotel import booker_ids, booking_times

@@ -43,7 +43,7 @@ def test_load_window_stays_within_the_row_budget(synthetic_lake, params) -> None
 
 @pytest.mark.slow
 def test_decision_fires_at_the_onset_and_not_before(timeline, params, tmp_path) -> None:
-    from pipelines.drift import decision_verdict
+    from pipelines.core.drift import decision_verdict
     from pipelines.monitor import run_monitor
 
     cfg = params.monitor.model_copy(update={"evidently_report": False})
@@ -96,7 +96,7 @@ def test_every_page_states_the_decision_that_acts(timeline, params, tmp_path, da
     "drift, no retrain" and the Evidently page "Dataset Drift is NOT detected" beside a retrain."""
     import re
 
-    from pipelines.drift import decision_verdict
+    from pipelines.core.drift import decision_verdict
     from pipelines.monitor import run_monitor
     from pipelines.run_report import write_run_report
 

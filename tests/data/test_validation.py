@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from pipelines import storage
+from pipelines.core import storage
 from pipelines.etl import MANIFEST_DIR, lake_dates, read_partition
 
 pytest.importorskip("great_expectations")

@@ -98,7 +98,7 @@ def test_editing_a_shared_module_marks_every_stage_that_runs_it(
     """After a run, an edit to one shared module makes `dvc status` list exactly the stages that import it
     (directly, through another module or inside a function)."""
     assert first_repro.returncode == 0, first_repro.stderr[-3000:]
-    shared = "pipelines/metrics.py"
+    shared = "pipelines/core/metrics.py"
     runs_it = {stage for stage, files in stage_code(project).items() if shared in files}
     assert {"evaluate", "register", "retrain"} <= runs_it, runs_it
     module = project / shared

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from pipelines import storage
+from pipelines.core import storage
 from pipelines.etl import run_etl
 from pipelines.generate import generate_landing
 from pipelines.sources.base import count_data_lines

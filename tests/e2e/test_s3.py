@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines import storage
+from pipelines.core import storage
 from pipelines.etl import lake_dates, read_partition, run_etl
 from pipelines.generate import generate_landing
 
@@ -76,7 +76,7 @@ def test_parquet_helpers_read_through_bytes(s3_bucket) -> None:
 
 
 def test_big_object_goes_multipart_and_is_whole(s3_bucket) -> None:
-    from pipelines.s3_storage import S3Backend
+    from pipelines.core.s3_storage import S3Backend
 
     backend = S3Backend(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
     data = os.urandom(12 * 1024 * 1024)
@@ -144,7 +144,7 @@ def test_an_unreachable_endpoint_ends_in_one_line_within_the_retry_budget(s3_env
 def test_no_credentials_is_a_clear_error(s3_env, monkeypatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    from pipelines.s3_storage import S3Backend
+    from pipelines.core.s3_storage import S3Backend
 
     with pytest.raises(
         PermissionError, match=r"no AWS credentials found.*never reads credentials from params"

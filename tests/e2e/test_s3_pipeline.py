@@ -25,7 +25,7 @@ import pytest
 import yaml
 from tiny_params import shrink_for_wiring
 
-from pipelines import storage
+from pipelines.core import storage
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPLINE = Path(sys.executable).parent / "loopline"

@@ -129,7 +129,7 @@ def test_float32_scores_match_ai_edge_litert_within_1e6(device, case, tmp_path):
 
 
 def test_int8_scores_within_three_output_steps_of_ai_edge_litert(device, case, tmp_path):
-    from pipelines import metrics as M
+    from pipelines.core import metrics as M
     from pipelines.edge import EdgeModel
 
     r = _device_scores(device, case, "int8", tmp_path / "s.csv")

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import storage
-from pipelines.config import EvaluateConfig, Params
+from pipelines.core import storage
+from pipelines.core.config import EvaluateConfig, Params
 
 # day index (0-based) ranges of the 20-day session lake
 TRAIN_DAYS, VALID_DAYS, TEST_DAYS = range(0, 12), range(12, 15), range(15, 20)
@@ -97,7 +97,7 @@ def make_candidate(
 
 def test_evaluate_config(**update: Any) -> EvaluateConfig:
     """The params defaults with behavioural tests sized for the small test data (xgboost only)."""
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     cfg = load_params(Path(__file__).resolve().parents[2] / "params.yaml").evaluate
     beh = cfg.behavioural.model_copy(update={"models": ["xgboost"], "max_rows": 2000})

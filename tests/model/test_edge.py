@@ -170,7 +170,7 @@ def test_a_value_that_is_not_a_number_is_counted_and_reported_never_scored_silen
 
 
 def test_the_edge_and_the_etl_mean_the_same_by_a_missing_cell():
-    from pipelines.config import MISSING_MARKERS
+    from pipelines.core.config import MISSING_MARKERS
 
     assert set(MISSING_MARKERS) <= fs._MISSING_TEXT
 

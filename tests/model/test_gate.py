@@ -17,7 +17,7 @@ import pytest
 from eval_support import build_features, make_candidate, test_evaluate_config
 from typer.testing import CliRunner
 
-from pipelines.config import GateConfig
+from pipelines.core.config import GateConfig
 from pipelines.evaluate import compare_champion, run_evaluate
 from pipelines.registry import GateRefusedError, Registry, TamperedArtifactError, run_register
 
@@ -148,7 +148,7 @@ def test_champion_with_another_spec_is_rescored_with_its_own(world, tmp_path, sy
     own = pd.read_parquet(other / "test.parquet")
     own = own.set_index("event_id").loc[rows.loc[rows["label"].notna(), "event_id"]].reset_index()
     p = champ["scorers"]["xgboost"].predict(own)
-    from pipelines.metrics import pr_auc
+    from pipelines.core.metrics import pr_auc
 
     assert cmp["metrics"]["xgboost"]["pr_auc"] == pytest.approx(
         pr_auc(own["label"].astype(int).to_numpy(), p), abs=1e-9

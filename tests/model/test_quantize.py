@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import edge_support
 import eval_support
 
-from pipelines.config import QuantizeGateConfig
+from pipelines.core.config import QuantizeGateConfig
 from pipelines.quantize import (
     card_section,
     edge_behaviour,

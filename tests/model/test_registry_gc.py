@@ -15,8 +15,8 @@ import pytest
 from eval_support import minimal_evaluation
 from typer.testing import CliRunner
 
-from pipelines import storage
 from pipelines.cli import app
+from pipelines.core import storage
 from pipelines.registry import Registry
 
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)

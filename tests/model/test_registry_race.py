@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from eval_support import minimal_evaluation
 
-from pipelines import storage
+from pipelines.core import storage
 from pipelines.registry import ConcurrentUpdateError, Registry
 
 ROOT = Path(__file__).resolve().parents[2]

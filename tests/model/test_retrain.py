@@ -16,7 +16,7 @@ D = dt.date
 
 def _params(params, **retrain):
     """Small, fast settings: labels mature in 2 days, 3-day splits, XGBoost only, a permissive gate."""
-    from pipelines.config import BehaviouralConfig
+    from pipelines.core.config import BehaviouralConfig
 
     return params.model_copy(
         update={

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, load_params, parse_params
+from pipelines.core.config import ConfigError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_params_origins_tell_file_from_default_and_a_default_written_twice() -> None:
-    from pipelines.config import params_origins
+    from pipelines.core.config import params_origins
 
     raw = _raw()
     raw["train"] = {"keras": {"epochs": 3, "dropout": 0.2}}  # 0.2 is the code's default

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import drift as D
+from pipelines.core import drift as D
 
 
 def test_psi_categorical_by_hand() -> None:

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import BehaviouralConfig, DirectionalTest, GateConfig, InvarianceTest, PerturbationTest
+from pipelines.core.config import (
+    BehaviouralConfig,
+    DirectionalTest,
+    GateConfig,
+    InvarianceTest,
+    PerturbationTest,
+)
 from pipelines.evaluate import behavioural_tests, slice_metrics
 from pipelines.registry import gate_decision, model_card, set_card_section
 
@@ -209,7 +215,7 @@ def test_model_card_quantization_section_can_be_filled() -> None:
     # cardholders on a weather data set), the profile's words when gate.card sets them
     assert "card" not in card.split("## Intended use")[1].split("##")[0].lower()
     assert "Scores events with the probability of the positive class" in card
-    from pipelines.config import ModelCardConfig
+    from pipelines.core.config import ModelCardConfig
 
     worded = GateConfig(card=ModelCardConfig(events="daily weather records", positive="rain tomorrow"))
     card = model_card(
@@ -288,7 +294,7 @@ def test_a_margin_that_chance_explains_is_rejected() -> None:
     """On 700 hourly weather rows a candidate trained on shuffled labels beat the zero rule's PR-AUC by
     0.0205 (margin 0.02) and became champion. The gate now also wants the one-sided 95% lower bound of the
     difference to the best baseline, over a paired bootstrap of the test rows, above 0."""
-    from pipelines import metrics as M
+    from pipelines.core import metrics as M
     from pipelines.evaluate import beyond_chance
 
     rng = np.random.default_rng(4)
@@ -320,7 +326,7 @@ def test_a_margin_that_chance_explains_is_rejected() -> None:
 def test_bootstrap_aucs_match_scikit_learn_with_weights_and_ties() -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from pipelines.metrics import _Ranked
+    from pipelines.core.metrics import _Ranked
 
     rng = np.random.default_rng(0)
     y = (rng.random(3000) < 0.1).astype(int)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipelines import featurespec as fs
-from pipelines.config import FeaturesConfig, SchemaConfig
+from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.features import fit_spec, transform_columns
 
 SCHEMA = SchemaConfig.model_validate(

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage
-from pipelines.config import Params, parse_params
+from pipelines.core import storage
+from pipelines.core.config import Params, parse_params
 from pipelines.etl import lake_dates, read_partition, run_etl
 from pipelines.sources import adapter_for
 from pipelines.sources.generic import map_label, parse_times

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines import storage
-from pipelines.config import load_params, parse_params
+from pipelines.core import storage
+from pipelines.core.config import load_params, parse_params
 from pipelines.etl import lake_dates, read_partition, run_etl
 from pipelines.sources import adapter_for
 from pipelines.sources.hotel import booker_ids, booking_times

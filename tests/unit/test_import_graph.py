@@ -173,16 +173,16 @@ def test_every_stage_of_the_project_declares_the_code_it_runs() -> None:
 def test_one_removed_dep_line_is_reported_by_the_check(tmp_path: Path) -> None:
     text = (ROOT / "dvc.yaml").read_text()
     lines = text.splitlines(keepends=True)
-    # drop pipelines/metrics.py from the evaluate stage only
+    # drop pipelines/core/metrics.py from the evaluate stage only
     start = lines.index("  evaluate:\n")
-    at = next(i for i in range(start, len(lines)) if lines[i].strip() == "- pipelines/metrics.py")
+    at = next(i for i in range(start, len(lines)) if lines[i].strip() == "- pipelines/core/metrics.py")
     stale = tmp_path / "dvc.yaml"
     stale.write_text("".join(lines[:at] + lines[at + 1 :]))
-    assert g.missing_deps(ROOT, stale) == {"evaluate": ["pipelines/metrics.py"]}
+    assert g.missing_deps(ROOT, stale) == {"evaluate": ["pipelines/core/metrics.py"]}
 
     result = CliRunner().invoke(app, ["dvc-deps", "--check", "--dvc-yaml", str(stale), "--root", str(ROOT)])
     assert result.exit_code == 1
-    assert "stage 'evaluate' runs code its deps miss: pipelines/metrics.py" in result.output
+    assert "stage 'evaluate' runs code its deps miss: pipelines/core/metrics.py" in result.output
     assert "loopline dvc-deps --write" in result.output
 
     elsewhere = CliRunner().invoke(app, ["dvc-deps", "--check", "--dvc-yaml", str(stale)])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.config import load_params, parse_params
+from pipelines.core.config import load_params, parse_params
 from pipelines.init_profile import (
     detect_time_format,
     infer_profile,

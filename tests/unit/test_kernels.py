@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import featurespec as fs
 from pipelines import kernels
-from pipelines.config import FeaturesConfig, SchemaConfig
+from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.features import aggregate_arrays, fit_spec
 
 SCHEMA = SchemaConfig.model_validate(

@@ -132,7 +132,7 @@ def test_lf_registry_validates_votes() -> None:
         return np.full(len(df), 7)
 
     try:
-        from pipelines.config import LabelingFunctionOptions, SchemaConfig
+        from pipelines.core.config import LabelingFunctionOptions, SchemaConfig
         from pipelines.labeling_functions import LFContext
 
         schema = SchemaConfig(entity_key="card_id", columns=[{"name": "card_id", "type": "string"}])

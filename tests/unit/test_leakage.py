@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import FeaturesConfig, SchemaConfig
+from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.features import build_features, fit_spec
 from pipelines.leakage import (
     LeakageError,

@@ -1,4 +1,4 @@
-"""pipelines.metrics on values computed by hand."""
+"""pipelines.core.metrics on values computed by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines import metrics as M
+from pipelines.core import metrics as M
 
 # The textbook four-row case: scores 0.1 (neg), 0.35 (pos), 0.4 (neg), 0.8 (pos).
 Y = [0, 0, 1, 1]

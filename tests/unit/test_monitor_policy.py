@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pipelines.config import MonitorConfig, MonitorPolicyConfig
+from pipelines.core.config import MonitorConfig, MonitorPolicyConfig
 from pipelines.monitor import MonitorState, Window, decide, reference_window
 
 POLICY = MonitorPolicyConfig(

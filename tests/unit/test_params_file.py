@@ -39,7 +39,7 @@ def test_setting_one_param_the_way_dvc_does_changes_one_line(tmp_path: Path) -> 
 
 def test_adding_a_default_key_the_way_dvc_does_adds_only_it(tmp_path: Path) -> None:
     """params.yaml holds only what the example sets; `dvc exp run -S +train.keras.epochs=20` adds a key."""
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     params = tmp_path / "params.yaml"
     shutil.copy2(ROOT / "params.yaml", params)
@@ -51,7 +51,7 @@ def test_adding_a_default_key_the_way_dvc_does_adds_only_it(tmp_path: Path) -> N
 
 
 def test_the_offline_plots_template_inlines_the_libraries_and_keeps_dvcs_placeholders() -> None:
-    from pipelines.plots_page import offline_template
+    from pipelines.core.plots_page import offline_template
 
     page = offline_template(["var vega = 1;", "var vegaLite = 2;", "var vegaEmbed = 3;"])
     assert "{plot_divs}" in page and "{refresh_tag}" in page and "{scripts}" not in page
@@ -67,11 +67,13 @@ def test_no_default_is_written_in_two_places(name: str) -> None:
     keys a dvc.yaml stage declares one by one (DVC stops a stage whose declared key is missing)."""
     import yaml
 
-    from pipelines.config import load_params, params_origins
+    from pipelines.core.config import load_params, params_origins
     from pipelines.profile_run import has_key, pipeline_param_keys
 
     declared = pipeline_param_keys(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
     raw = yaml.safe_load((ROOT / name).read_text())
     assert [k for k in declared if not has_key(raw, k)] == [], "DVC needs every declared key in the file"
     twice = [k for k, _, o in params_origins(raw, load_params(ROOT / name)) if o == "file (= default)"]
-    assert [k for k in twice if k not in declared] == [], f"{name} restates defaults of pipelines/config.py"
+    assert [k for k in twice if k not in declared] == [], (
+        f"{name} restates defaults of pipelines/core/config.py"
+    )

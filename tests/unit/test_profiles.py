@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import load_params
+from pipelines.core.config import load_params
 from pipelines.profile_run import (
     has_key,
     landing_for,
@@ -167,7 +167,7 @@ def test_messages_about_parameters_name_the_profile_not_the_workspace_copy(tmp_p
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.config import params_file
+    from pipelines.core.config import params_file
 
     pipeline, _ = workspace_dvc_yaml(yaml.safe_load((ROOT / "dvc.yaml").read_text()), landing="/land")
     text = (ROOT / "profiles" / "hotel.yaml").read_text()

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage
-from pipelines.config import ConfigError, SamplingConfig, SchemaConfig, parse_params
+from pipelines.core import storage
+from pipelines.core.config import ConfigError, SamplingConfig, SchemaConfig, parse_params
 from pipelines.etl import lake_schema, partition_path
 from pipelines.sampling import (
     ReservoirSampler,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines import storage
+from pipelines.core import storage
 
 
 def test_atomic_write_leaves_no_temporaries(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import SyntheticConfig
+from pipelines.core.config import SyntheticConfig
 from pipelines.sources.synthetic import LANDING_COLUMNS, generate_day, make_population, to_csv_bytes
 
 CFG = SyntheticConfig(rows_per_day=5000)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipelines.timeparse import parse_times
+from pipelines.core.timeparse import parse_times
 
 
 def test_impossible_dates_are_null_not_rolled_over() -> None:

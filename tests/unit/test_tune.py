@@ -324,7 +324,7 @@ def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
     import numpy as np
     import optuna
 
-    from pipelines.config import TuneConfig
+    from pipelines.core.config import TuneConfig
     from pipelines.tune import _storage, make_pruner, pruning_callback_class
 
     tune = TuneConfig(

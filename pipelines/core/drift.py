@@ -28,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from pipelines.samplers import stratified_indices
+from pipelines.core.samplers import stratified_indices
 
 __all__ = [
     "CHI_SQUARE_THRESHOLD",

@@ -1,6 +1,6 @@
 """The S3 backend of the storage layer: ``s3://bucket/prefix`` locations on AWS S3 or any S3-compatible store.
 
-``pipelines.storage`` imports this module the first time it meets an ``s3://`` location and registers an
+``pipelines.core.storage`` imports this module the first time it meets an ``s3://`` location and registers an
 :class:`S3Backend` for the ``s3`` scheme. Stages never call it directly.
 
 Writes are atomic: an object appears only when its upload completes. A small object is one PUT; a big
@@ -50,7 +50,7 @@ import botocore.exceptions as bex
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from pipelines.storage_backend import TMP_PREFIX
+from pipelines.core.storage_backend import TMP_PREFIX
 
 __all__ = ["S3Backend", "endpoint_from_env", "split_uri"]
 

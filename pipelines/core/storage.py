@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.storage_backend import TMP_PREFIX, Backend
+from pipelines.core.storage_backend import TMP_PREFIX, Backend
 
 __all__ = [
     "Backend",
@@ -140,7 +140,9 @@ def backend_for(loc: str) -> Backend:
     if "://" in loc:
         scheme = loc.split("://", 1)[0]
         if scheme not in _BACKENDS and scheme == "s3":
-            from pipelines.s3_storage import S3Backend  # lazy: boto3 is heavy and local runs never need it
+            from pipelines.core.s3_storage import (
+                S3Backend,  # lazy: boto3 is heavy and local runs never need it
+            )
 
             register_backend("s3", S3Backend())
         if scheme not in _BACKENDS:

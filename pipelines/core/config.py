@@ -665,7 +665,7 @@ DriftMethodName = Literal["psi", "jensenshannon", "wasserstein", "ks", "chisquar
 
 
 class MonitorDriftConfig(_Model):
-    """Per-column drift checks (pipelines/drift.py); a threshold of None is the method's default."""
+    """Per-column drift checks (pipelines/core/drift.py); a threshold of None is the method's default."""
 
     numerical_method: DriftMethodName = "wasserstein"  # normalized by the reference std (Evidently's default)
     categorical_method: DriftMethodName = "jensenshannon"

@@ -1,0 +1,1 @@
+"""The foundation every stage stands on: the params schema (config), storage on local disk or S3, time parsing, metrics, drift statistics, samplers and page rendering. Imports nothing else from Loopline."""
