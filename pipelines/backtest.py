@@ -48,14 +48,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import featurespec as fs
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import Params
+from pipelines.edge import featurespec as fs
+from pipelines.edge.featurespec import Coded
 from pipelines.etl import lake_dates, read_partition
 from pipelines.evaluate import json_safe
 from pipelines.features import aggregate_columns, entity_aggregates, epoch_us, fit_spec, frame_to_columns
-from pipelines.featurespec import Coded
 from pipelines.imbalance import scale_pos_weight
 from pipelines.models import booster_params
 from pipelines.monitor import (

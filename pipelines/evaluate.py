@@ -39,7 +39,7 @@ from pipelines import models
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import BehaviouralConfig, EvaluateConfig, params_file
-from pipelines.featurespec import loads_spec
+from pipelines.edge.featurespec import loads_spec
 
 __all__ = [
     "BASELINE_PREFIX",

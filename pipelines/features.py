@@ -11,7 +11,7 @@ lake, and writes the feature matrices, ``spec.json`` and the features report. Th
   ordinary numeric inputs of the spec; a batch or edge caller computes them upstream the same way.
 - :func:`fit_spec` (pure): every statistic from the train split only; the spec records the fit window,
   the row count and the train split's digest, which the leakage check verifies.
-- :func:`pipelines.featurespec.transform` is the one transform (numpy only), used here, in batch scoring
+- :func:`pipelines.edge.featurespec.transform` is the one transform (numpy only), used here, in batch scoring
   and on the edge. :func:`transform_frame` is an independent pandas implementation of the same spec,
   kept as the reference the parity test compares against.
 - :mod:`pipelines.leakage` runs on every build and fails it, naming each problem.
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import featurespec as fs
 from pipelines import leakage
 from pipelines.core import storage
 from pipelines.core.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
 from pipelines.core.drift import psi as drift_psi
+from pipelines.edge import featurespec as fs
 from pipelines.etl import lake_dates, read_partition
 from pipelines.spec_frame import epoch_us, frame_to_columns, transform_columns
 

@@ -1,11 +1,11 @@
 """Compiled (numba) kernels for the two hot loops of batch scoring, each equal to its numpy reference bit for bit.
 
-- :func:`transform`: :func:`pipelines.featurespec.transform` fused into one pass over the rows. The numpy
+- :func:`transform`: :func:`pipelines.edge.featurespec.transform` fused into one pass over the rows. The numpy
   reference builds every numeric feature through a handful of whole-column temporaries and then fills the
   float32 matrix tile by tile; here the matrix is filled in row tiles that stay in cache, straight from
   the input columns, with no temporaries. Whatever is not plain IEEE arithmetic stays numpy's, so the two agree exactly on every machine:
   ``log1p`` is numpy's (computed on the column before the kernel), and categorical, hash and cyclical
-  blocks come from the reference's own code (:func:`pipelines.featurespec.apply_op`, vocabulary-sized work
+  blocks come from the reference's own code (:func:`pipelines.edge.featurespec.apply_op`, vocabulary-sized work
   plus a gather); the kernel does the imputation, scaling, indicators, bins and the assembly.
 - :func:`entity_windows`: the per-event window bounds of :func:`pipelines.features.aggregate_arrays` as
   one sweep over the (entity, time)-sorted events (two pointers per window) instead of a binary search
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from pipelines import featurespec as fs
+from pipelines.edge import featurespec as fs
 
 __all__ = ["Scratch", "entity_time_order", "entity_windows", "transform"]
 
@@ -102,7 +102,7 @@ def transform(
     out: np.ndarray | None = None,
     scratch: Scratch | None = None,
 ) -> np.ndarray:
-    """:func:`pipelines.featurespec.transform` (same arguments, same float32 matrix, bit for bit).
+    """:func:`pipelines.edge.featurespec.transform` (same arguments, same float32 matrix, bit for bit).
 
     ``out``: a C-contiguous float32 array of rows x features to fill (else a new one); ``scratch``: work
     arrays to reuse between calls (see :class:`Scratch`).

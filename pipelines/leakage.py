@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.featurespec import as_float, as_text
+from pipelines.edge.featurespec import as_float, as_text
 
 __all__ = [
     "DEFAULT_MAX_SINGLE_AUC",

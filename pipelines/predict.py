@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import featurespec as fs
 from pipelines import models
 from pipelines.core import storage
 from pipelines.core.config import Params, PredictConfig
-from pipelines.edge import EdgeModel
+from pipelines.edge import featurespec as fs
+from pipelines.edge.featurespec import Coded, loads_spec
+from pipelines.edge.runtime import EdgeModel
 from pipelines.etl import lake_dates, partition_path, validate_date
 from pipelines.features import (
     aggregate_arrays,
@@ -42,7 +43,6 @@ from pipelines.features import (
     numba_available,
     parse_window,
 )
-from pipelines.featurespec import Coded, loads_spec
 from pipelines.registry import ALIASES, Registry, sha256_bytes
 
 __all__ = [

@@ -10,7 +10,7 @@
   least a tenth of the rows so that its activation range is calibrated too).
 
 Every variant is converted from the model's *logit* (its ``logit`` layer) with the output named ``logit``;
-the edge runtime applies the sigmoid (:mod:`pipelines.edge`). An int8 output then quantizes log-odds,
+the edge runtime applies the sigmoid (:mod:`pipelines.edge.runtime`). An int8 output then quantizes log-odds,
 which keeps the ranking of the many low fraud scores that a probability output would collapse onto its
 lowest level.
 
@@ -47,9 +47,9 @@ from pipelines import models
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
-from pipelines.edge import EdgeModel
+from pipelines.edge.featurespec import dumps_spec
+from pipelines.edge.runtime import EdgeModel
 from pipelines.evaluate import json_safe, labelled_rows
-from pipelines.featurespec import dumps_spec
 from pipelines.models import quiet_tensorflow
 from pipelines.registry import ALIASES, Registry, RegistryError, sha256_bytes
 

@@ -46,8 +46,8 @@ from typing import Any
 from pipelines import models
 from pipelines.core import storage
 from pipelines.core.config import GateConfig
+from pipelines.edge.featurespec import loads_spec
 from pipelines.evaluate import compare_champion, labelled_rows
-from pipelines.featurespec import loads_spec
 
 __all__ = [
     "ALIASES",

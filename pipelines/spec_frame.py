@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import featurespec as fs
+from pipelines.edge import featurespec as fs
 
 __all__ = ["epoch_us", "frame_to_columns", "transform_columns"]
 

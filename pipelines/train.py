@@ -41,7 +41,7 @@ from pipelines.core.config import (
     XGBoostParams,
     XGBoostTrainConfig,
 )
-from pipelines.featurespec import input_columns, loads_spec
+from pipelines.edge.featurespec import input_columns, loads_spec
 from pipelines.imbalance import class_weights, resample, scale_pos_weight
 from pipelines.models import (
     SPEC_FILE,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import featurespec as fs
 from pipelines.core.config import FeaturesConfig, SchemaConfig
+from pipelines.edge import featurespec as fs
 from pipelines.features import fit_spec, transform_columns
 
 SCHEMA = SchemaConfig.model_validate(

@@ -83,7 +83,7 @@ COMMANDS: list[Entry] = [
         "Serving and edge",
         "serving",
         ("quantize", "TFLite float32/float16/dynamic-range/int8 variants of the Keras model; publish those passing the parity gate."),
-        ("edge-predict", "Score a CSV on the edge runtime (numpy + TFLite only); same as `python -m pipelines.edge`."),
+        ("edge-predict", "Score a CSV on the edge runtime (numpy + TFLite only); same as `python -m pipelines.edge.runtime`."),
         ("predict", "Batch-score lake partitions with the champion (point-in-time aggregates as in training)."),
     ),
     *_entries(

@@ -8,9 +8,9 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from pipelines import featurespec as fs
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.core import storage
+from pipelines.edge import featurespec as fs
 from pipelines.features import edge_input, run_features
 from pipelines.leakage import LeakageError
 

@@ -9,7 +9,7 @@ import typer
 
 from pipelines.cli.common import ParamsOpt, log, params_or_exit
 from pipelines.core import storage
-from pipelines.edge import main as edge_main
+from pipelines.edge.runtime import main as edge_main
 from pipelines.models import quiet_tensorflow
 from pipelines.predict import NoChampionError, PredictError, run_predict
 from pipelines.quantize import run_quantize
@@ -89,7 +89,7 @@ def edge_predict(
         bool, typer.Option(help="stop at a value that is not a number in a numeric column")
     ] = False,
 ) -> None:
-    """Score a CSV on the edge runtime (numpy + TFLite only); same as `python -m pipelines.edge`."""
+    """Score a CSV on the edge runtime (numpy + TFLite only); same as `python -m pipelines.edge.runtime`."""
 
     argv = ["--model", model, "--spec", spec, "--input", input, "--batch-size", str(batch_size)]
     if output is not None:

@@ -35,7 +35,7 @@ def build_timeline(base: Path, params, *, days: int = 50, rows_per_day: int = 20
     from pipelines.core import metrics as M
     from pipelines.etl import lake_dates, read_partition, run_etl
     from pipelines.features import fit_spec, transform_columns
-    from pipelines.featurespec import dumps_spec
+    from pipelines.edge.featurespec import dumps_spec
     from pipelines.generate import generate_landing
     from pipelines.registry import Registry
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines import featurespec as fs
+from pipelines.edge import featurespec as fs
 from pipelines.core import storage
 from pipelines.cli import app
 from pipelines.etl import lake_dates, read_partition

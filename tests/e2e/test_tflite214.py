@@ -1,8 +1,8 @@
 """Compatibility with tflite-runtime 2.14 (2023, the runtime many deployed devices still run; numpy<2).
 
 The test builds its own small environment once per machine (``~/.cache/loopline/tflite214-venv``, with
-uv: tflite-runtime==2.14.0 and numpy<2), copies only the three files a device needs (pipelines/__init__.py,
-featurespec.py, edge.py) into a temporary folder and runs ``python -m pipelines.edge`` there.
+uv: tflite-runtime==2.14.0 and numpy<2), copies only what a device needs (pipelines/__init__.py and the
+pipelines/edge/ folder) into a temporary folder and runs ``python -m pipelines.edge.runtime`` there.
 
 What it shows (docs/edge.md):
 - float32 (and float16) load and give the ai-edge-litert scores within 1e-6 (measured: 1e-16, from numpy's
@@ -30,7 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 import edge_support
 
-from pipelines import featurespec as fs
+from pipelines.edge import featurespec as fs
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("LOOPLINE_TFLITE214_VENV", Path.home() / ".cache" / "loopline" / "tflite214-venv"))
@@ -76,12 +76,14 @@ def _build_tflite214() -> Path:
 
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
-    """(python of the 2.14 env, PYTHONPATH folder holding only the three edge files)."""
+    """(python of the 2.14 env, PYTHONPATH folder holding only pipelines/__init__.py and pipelines/edge/)."""
     python = _tflite214_python()
     code = tmp_path_factory.mktemp("device")
     (code / "pipelines").mkdir()
-    for name in ("__init__.py", "featurespec.py", "edge.py"):
-        shutil.copy(ROOT / "pipelines" / name, code / "pipelines" / name)
+    shutil.copy(ROOT / "pipelines" / "__init__.py", code / "pipelines" / "__init__.py")
+    shutil.copytree(
+        ROOT / "pipelines" / "edge", code / "pipelines" / "edge", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return python, code
 
 
@@ -101,7 +103,7 @@ def _device_scores(device, case, variant: str, out: Path) -> subprocess.Complete
     env = {"PYTHONPATH": str(code), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "LOOPLINE_EDGE_REPORT_MODULES": "1"}  # fmt: skip
     return subprocess.run(
-        [str(python), "-m", "pipelines.edge", "--model", str(case["tflite"] / f"{variant}.tflite"),
+        [str(python), "-m", "pipelines.edge.runtime", "--model", str(case["tflite"] / f"{variant}.tflite"),
          "--spec", str(case["model"] / "spec.json"), "--input", str(case["csv"]), "--output", str(out)],
         capture_output=True, text=True, cwd=str(code), env=env, timeout=300,
     )  # fmt: skip
@@ -130,7 +132,7 @@ def test_float32_scores_match_ai_edge_litert_within_1e6(device, case, tmp_path):
 
 def test_int8_scores_within_three_output_steps_of_ai_edge_litert(device, case, tmp_path):
     from pipelines.core import metrics as M
-    from pipelines.edge import EdgeModel
+    from pipelines.edge.runtime import EdgeModel
 
     r = _device_scores(device, case, "int8", tmp_path / "s.csv")
     assert r.returncode == 0, r.stderr

@@ -16,30 +16,36 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import edge_support
 
-from pipelines import featurespec as fs
+from pipelines.edge import featurespec as fs
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_TOP_LEVEL = {"numpy", "pipelines", "ai_edge_litert", "tflite_runtime"}
 
 
-def test_edge_module_imports_only_numpy_stdlib_featurespec_and_a_tflite_runtime():
-    tree = ast.parse((ROOT / "pipelines" / "edge.py").read_text())
+def test_edge_folder_imports_only_numpy_the_stdlib_itself_and_a_tflite_runtime():
+    """A device copies pipelines/edge/ alone: every module there imports nothing else from Loopline."""
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module if node.module != "pipelines" else f"pipelines.{node.names[0].name}")
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
-            found.add("<dynamic>")
+    files = sorted((ROOT / "pipelines" / "edge").glob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "runtime.py", "featurespec.py"}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {
+                    f"{node.module}.{a.name}" if node.module.startswith("pipelines") else node.module
+                    for a in node.names
+                }
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+                found.add("<dynamic>")
     third_party = {m for m in found if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"}
-    assert {m for m in third_party if m.startswith("pipelines")} == {"pipelines.featurespec"}
+    assert {m for m in third_party if m.startswith("pipelines")} == {"pipelines.edge.featurespec"}
     assert {m.split(".")[0] for m in third_party} <= ALLOWED_TOP_LEVEL | {"<dynamic>"}, third_party
 
 
 def test_int8_input_rounding_is_half_away_from_zero(tmp_path):
     """TFLite's reference quantizer rounds half away from zero; numpy's rint would round half to even."""
-    from pipelines.edge import EdgeModel
+    from pipelines.edge.runtime import EdgeModel
 
     m = EdgeModel.__new__(EdgeModel)  # only the quantizer is exercised: no interpreter needed
     m.input_dtype = np.dtype(np.int8)
@@ -68,7 +74,12 @@ def rows(case, tmp_path_factory):
 
 def _run_edge(*args: str, env: dict[str, str] | None = None, python: str = sys.executable, cwd: Path = ROOT):
     return subprocess.run(
-        [python, "-m", "pipelines.edge", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+        [python, "-m", "pipelines.edge.runtime", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -80,7 +91,7 @@ def test_edge_cli_never_imports_pandas_or_tensorflow(case, rows, tmp_path):
                   "--input", str(csv_path), "--output", str(tmp_path / "s.csv"), env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     modules = set(json.loads(r.stderr.split("loaded-modules: ", 1)[1]))
-    assert "numpy" in modules and "pipelines.featurespec" in modules  # the report is real
+    assert "numpy" in modules and "pipelines.edge.featurespec" in modules  # the report is real
     banned = {"pandas", "tensorflow", "keras", "pyarrow", "xgboost", "sklearn", "typer", "pipelines.features"}
     assert not {m for m in modules if m.split(".")[0] in banned or m in banned}
 
@@ -108,7 +119,7 @@ def test_edge_cli_scores_equal_server_side_scores_exactly(case, rows, variant, t
 
 @pytest.mark.slow
 def test_scores_do_not_depend_on_batching(case, rows):
-    from pipelines.edge import EdgeModel
+    from pipelines.edge.runtime import EdgeModel
     from pipelines.models import feature_matrix
 
     frame, spec, _ = rows

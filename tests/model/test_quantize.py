@@ -120,7 +120,7 @@ def case(tmp_path_factory, synthetic_lake, params):
 
 @pytest.mark.slow
 def test_all_four_variants_with_int8_io_and_float32_parity(case):
-    from pipelines.edge import EdgeModel
+    from pipelines.edge.runtime import EdgeModel
 
     report = json.loads((case["tflite"] / "quantize.json").read_text())
     assert set(report["variants"]) == {"float32", "float16", "dynamic_range", "int8"}

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import featurespec as fs
 from pipelines.core.config import FeaturesConfig, SchemaConfig
+from pipelines.edge import featurespec as fs
 from pipelines.features import fit_spec, transform_columns
 
 SCHEMA = SchemaConfig.model_validate(
@@ -73,7 +73,7 @@ def test_stable_hash_is_crc32_and_independent_of_the_process(root):
     seed = zlib.crc32(b"merchant_id")
     assert list(got) == [zlib.crc32(v.encode("utf-8"), seed) for v in values]
     # a fresh interpreter with a different PYTHONHASHSEED gives the same buckets
-    code = "import numpy as np, pipelines.featurespec as f; print(f.stable_hash(np.array(['m1','m2']), 'merchant_id').tolist())"
+    code = "import numpy as np, pipelines.edge.featurespec as f; print(f.stable_hash(np.array(['m1','m2']), 'merchant_id').tolist())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -189,7 +189,7 @@ def test_missing_input_column_is_named():
 
 def test_featurespec_imports_numpy_only(root):
     code = (
-        "import sys, pipelines.featurespec\n"
+        "import sys, pipelines.edge.featurespec\n"
         "heavy = sorted(m for m in ('pandas', 'pyarrow', 'pydantic', 'sklearn', 'scipy', 'yaml') if m in sys.modules)\n"
         "assert not heavy, heavy"
     )
@@ -236,7 +236,7 @@ def test_dictionary_coded_columns_give_the_same_features_as_text():
 
 def test_distinct_counts_small_code_spaces_and_sorts_large_ones() -> None:
     """The hash cross's distinct combinations: equal to np.unique's, by counting or by sorting."""
-    from pipelines.featurespec import _distinct
+    from pipelines.edge.featurespec import _distinct
 
     rng = np.random.default_rng(3)
     for space, n in ((40, 5000), (70_000, 20), (2**40, 3000)):

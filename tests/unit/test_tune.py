@@ -53,7 +53,7 @@ def test_redact_url_hides_the_password():
 
 def test_auto_study_name_tracks_comparability_not_budget(params):
     spec = {"digest": "x", "feature_names": ["a"], "transforms": []}
-    from pipelines.featurespec import spec_digest
+    from pipelines.edge.featurespec import spec_digest
 
     spec = {**spec, "digest": spec_digest(spec)}
     base = auto_study_name(spec, tune=params.tune, train=params.train, seed=1)
@@ -257,7 +257,7 @@ def test_progress_clock_needs_a_tuned_learning_rate(params):
 
 
 def test_auto_study_name_tracks_the_pruner_settings(params):
-    from pipelines.featurespec import spec_digest
+    from pipelines.edge.featurespec import spec_digest
 
     spec = {"digest": "x", "feature_names": ["a"], "transforms": []}
     spec = {**spec, "digest": spec_digest(spec)}

@@ -1,7 +1,7 @@
 """The edge runtime: feature spec + TFLite model -> scores, with numpy and a TFLite interpreter only.
 
-A device needs this file, ``pipelines/featurespec.py``, an empty ``pipelines/__init__.py``, numpy and a
-TFLite interpreter: ``ai_edge_litert`` (the maintained LiteRT package) or, failing that, the older
+A device needs this folder (``pipelines/edge/``), an empty ``pipelines/__init__.py``, numpy and a TFLite
+interpreter: ``ai_edge_litert`` (the maintained LiteRT package) or, failing that, the older
 ``tflite_runtime`` (2.14 is the last release; it needs numpy<2 and cannot load TF 2.21's dynamic-range
 models, see docs/edge.md). Nothing here imports pandas, TensorFlow or the rest of the pipeline (a test runs
 the CLI with ``LOOPLINE_EDGE_REPORT_MODULES=1`` and checks ``sys.modules``).
@@ -17,7 +17,7 @@ Batches have a fixed size: the interpreter is resized once and the last batch is
 score does not depend on which other rows share its batch or where a file's chunks start. That is what
 makes the CLI's scores equal the pipeline's scores of the same file exactly.
 
-Run as ``python -m pipelines.edge --model m.tflite --spec spec.json --input rows.csv [--output s.csv]``
+Run as ``python -m pipelines.edge.runtime --model m.tflite --spec spec.json --input rows.csv [--output s.csv]``
 (argparse: no typer needed on a device); ``loopline edge-predict`` delegates here.
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import featurespec as fs
+from pipelines.edge import featurespec as fs
 
 __all__ = [
     "EdgeError",
@@ -304,7 +304,7 @@ def predict_csv(
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m pipelines.edge",
+        prog="python -m pipelines.edge.runtime",
         description="Score a CSV of raw events (aggregates included) with a TFLite model and its feature spec.",
     )
     ap.add_argument("--model", required=True, help="the .tflite file")

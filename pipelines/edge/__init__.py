@@ -1,0 +1,1 @@
+"""The edge runtime: a feature spec and a TFLite model -> scores, with numpy and a TFLite interpreter only. A device copies this folder (and an empty pipelines/__init__.py); nothing here imports the rest of Loopline."""
