@@ -57,9 +57,9 @@ def prepare_small(work: Path, *, days: int, rows_per_day: int, rows: int, seed: 
     import xgboost as xgb
 
     from pipelines.core import storage
-    from pipelines.etl import lake_dates, read_partition, run_etl
+    from pipelines.data.etl import lake_dates, read_partition, run_etl
+    from pipelines.data.generate import generate_landing
     from pipelines.features import run_features
-    from pipelines.generate import generate_landing
     from pipelines.registry import Registry
 
     params = load_params(ROOT / "params.yaml")
@@ -161,7 +161,7 @@ def add_scored_day(lake: str, *, rows: int, seed: int) -> str:
     import pyarrow as pa
 
     from pipelines.core import storage
-    from pipelines.etl import lake_dates, lake_schema, partition_path, read_partition
+    from pipelines.data.etl import lake_dates, lake_schema, partition_path, read_partition
 
     params = load_params(ROOT / "params.yaml")
     dates = lake_dates(lake)
@@ -188,7 +188,7 @@ END_TO_END = textwrap.dedent(
     from pipelines.core.config import load_params
     t_imp = time.perf_counter()
     from pipelines.predict import run_predict
-    import pipelines.etl, pipelines.features, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost
+    import pipelines.data.etl, pipelines.features, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost
     if pipelines.features.numba_available():
         import pipelines.kernels  # compiled code comes from the on-disk cache (compiled on first use)
     import_s = time.perf_counter() - t_imp

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import table, timed, write_result
 from pipelines.core.config import load_params
-from pipelines.etl import LEDGER_DIR, run_etl
-from pipelines.generate import generate_landing
+from pipelines.data.etl import LEDGER_DIR, run_etl
+from pipelines.data.generate import generate_landing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from benchmarks._common import write_result
 from pipelines.core import storage
 from pipelines.core.config import load_params
-from pipelines.etl import run_etl
-from pipelines.generate import generate_landing
-from pipelines.sources import count_data_lines
+from pipelines.data.etl import run_etl
+from pipelines.data.generate import generate_landing
+from pipelines.data.sources import count_data_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

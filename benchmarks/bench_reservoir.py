@@ -4,7 +4,7 @@ A Parquet file of ``--rows`` event rows is written in 1M-row chunks (never held 
 measurement runs in a fresh subprocess so that its peak RSS (VmHWM) is its own:
 
 * ``read``: stream the file in record batches and count rows (the floor: the cost of reading);
-* ``reservoir k=...``: the same stream through ``pipelines.sampling.ReservoirSampler``.
+* ``reservoir k=...``: the same stream through ``pipelines.data.sampling.ReservoirSampler``.
 
 Target: peak RSS of the 10M-row reservoir run under 500 MB. Prints a table and writes
 benchmarks/results/reservoir.json.
@@ -57,7 +57,7 @@ def write_file(path: Path, rows: int, seed: int = 0) -> float:
 def worker(mode: str, path: str, k: int, batch: int) -> None:
     """Runs in the subprocess; prints one JSON line."""
     from pipelines.core import storage
-    from pipelines.sampling import ReservoirSampler
+    from pipelines.data.sampling import ReservoirSampler
 
     t0 = time.perf_counter()
     rows = 0

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from benchmarks._common import table, timed, write_result  # noqa: E402
 from pipelines.core import storage  # noqa: E402
 from pipelines.core.config import load_params  # noqa: E402
-from pipelines.etl import lake_dates, read_partition, run_etl  # noqa: E402
-from pipelines.generate import generate_landing  # noqa: E402
+from pipelines.data.etl import lake_dates, read_partition, run_etl  # noqa: E402
+from pipelines.data.generate import generate_landing  # noqa: E402
 
 
 def lake_tables(work: Path, *, partitions: int, rows: int) -> list[pa.Table]:

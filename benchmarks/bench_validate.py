@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import table, write_result
 from pipelines.core.config import load_params
-from pipelines.etl import lake_dates, run_etl
-from pipelines.generate import generate_landing
-from pipelines.validate import run_validation
+from pipelines.data.etl import lake_dates, run_etl
+from pipelines.data.generate import generate_landing
+from pipelines.data.validate import run_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -51,9 +51,9 @@ import pandas as pd
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import Params
+from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
 from pipelines.edge.featurespec import Coded
-from pipelines.etl import lake_dates, read_partition
 from pipelines.evaluate import json_safe
 from pipelines.features import aggregate_columns, entity_aggregates, epoch_us, fit_spec, frame_to_columns
 from pipelines.imbalance import scale_pos_weight

@@ -38,8 +38,8 @@ from pipelines import leakage
 from pipelines.core import storage
 from pipelines.core.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
 from pipelines.core.drift import psi as drift_psi
+from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
-from pipelines.etl import lake_dates, read_partition
 from pipelines.spec_frame import epoch_us, frame_to_columns, transform_columns
 
 __all__ = [

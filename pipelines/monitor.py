@@ -50,10 +50,10 @@ from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import MonitorConfig, MonitorPolicyConfig, SchemaConfig
 from pipelines.core.samplers import stratified_indices
+from pipelines.data.etl import lake_dates, read_partition, validate_date
+from pipelines.data.sampling import ReservoirSampler, labels_at_cutoff
 from pipelines.edge.featurespec import feature_names_of
-from pipelines.etl import lake_dates, read_partition, validate_date
 from pipelines.registry import Registry
-from pipelines.sampling import ReservoirSampler, labels_at_cutoff
 
 __all__ = [
     "ChampionInfo",

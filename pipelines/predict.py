@@ -31,10 +31,10 @@ import numpy as np
 from pipelines import models
 from pipelines.core import storage
 from pipelines.core.config import Params, PredictConfig
+from pipelines.data.etl import lake_dates, partition_path, validate_date
 from pipelines.edge import featurespec as fs
 from pipelines.edge.featurespec import Coded, loads_spec
 from pipelines.edge.runtime import EdgeModel
-from pipelines.etl import lake_dates, partition_path, validate_date
 from pipelines.features import (
     aggregate_arrays,
     aggregate_columns,

@@ -52,7 +52,8 @@ import pandas as pd
 from pipelines.baselines import fit_baselines
 from pipelines.core import storage
 from pipelines.core.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
-from pipelines.etl import lake_dates
+from pipelines.data.etl import lake_dates
+from pipelines.data.sampling import SplitWindows, compute_windows, labels_at_cutoff, run_sampling
 from pipelines.evaluate import run_evaluate
 from pipelines.features import (
     _attach_aggregates,
@@ -75,7 +76,6 @@ from pipelines.models import (
 )
 from pipelines.quantize import run_quantize
 from pipelines.registry import Registry, file_sha256, load_champion, run_register
-from pipelines.sampling import SplitWindows, compute_windows, labels_at_cutoff, run_sampling
 from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, run_train
 
 __all__ = [

@@ -55,8 +55,8 @@ def params():
 @pytest.fixture(scope="session")
 def synthetic_lake(tmp_path_factory, params):
     """A small synthetic lake (20 days x 2,000 rows), built once per session with the real stages."""
-    from pipelines.etl import run_etl
-    from pipelines.generate import generate_landing
+    from pipelines.data.etl import run_etl
+    from pipelines.data.generate import generate_landing
 
     base = tmp_path_factory.mktemp("synthetic")
     cfg = params.synthetic.model_copy(update={"days": 20, "rows_per_day": 2000})

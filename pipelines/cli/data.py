@@ -11,11 +11,11 @@ import typer
 
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.core import storage
-from pipelines.etl import NoLandingFiles, run_etl, validate_date
-from pipelines.generate import generate_landing
-from pipelines.lake_check import check_lake
-from pipelines.sampling import run_sampling
-from pipelines.validate import run_validation
+from pipelines.data.etl import NoLandingFiles, run_etl, validate_date
+from pipelines.data.generate import generate_landing
+from pipelines.data.lake_check import check_lake
+from pipelines.data.sampling import run_sampling
+from pipelines.data.validate import run_validation
 
 app = typer.Typer()
 lake_app = typer.Typer(

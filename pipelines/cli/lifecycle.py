@@ -15,8 +15,8 @@ from pipelines.backtest import load_timeline, markdown_table, run_backtest, writ
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.core import storage
 from pipelines.core.config import ConfigError
-from pipelines.etl import lake_dates, run_etl
-from pipelines.generate import generate_landing
+from pipelines.data.etl import lake_dates, run_etl
+from pipelines.data.generate import generate_landing
 from pipelines.init_profile import infer_profile, read_sample, write_profile
 from pipelines.profile_run import run_profile
 from pipelines.registry import RegistryError, git_info

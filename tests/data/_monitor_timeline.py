@@ -21,7 +21,7 @@ HOLDOUT = ("2025-01-15", "2025-01-21")
 
 
 def _frame(lake: str, start: str, end: str) -> pd.DataFrame:
-    from pipelines.etl import read_partition
+    from pipelines.data.etl import read_partition
 
     days = pd.date_range(start, end, freq="D")
     return pd.concat(
@@ -33,10 +33,10 @@ def build_timeline(base: Path, params, *, days: int = 50, rows_per_day: int = 20
     import xgboost as xgb
 
     from pipelines.core import metrics as M
-    from pipelines.etl import lake_dates, read_partition, run_etl
+    from pipelines.data.etl import lake_dates, read_partition, run_etl
     from pipelines.features import fit_spec, transform_columns
     from pipelines.edge.featurespec import dumps_spec
-    from pipelines.generate import generate_landing
+    from pipelines.data.generate import generate_landing
     from pipelines.registry import Registry
 
     cfg = params.synthetic.model_copy(update={"days": days, "rows_per_day": rows_per_day})

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.etl import lake_dates, read_partition, run_etl
-from pipelines.generate import generate_landing
+from pipelines.data.etl import lake_dates, read_partition, run_etl
+from pipelines.data.generate import generate_landing
 
 
 def _bad_cfg(params, days: int = 3, rows: int = 1500):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipelines.edge import featurespec as fs
 from pipelines.core import storage
 from pipelines.cli import app
-from pipelines.etl import lake_dates, read_partition
+from pipelines.data.etl import lake_dates, read_partition
 from pipelines.features import build_features, load_history, transform_columns, transform_frame
 
 PARITY_ROWS = 10_000

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.core import storage
 from pipelines.core.config import Params, load_params
-from pipelines.etl import lake_dates, read_partition, run_etl
+from pipelines.data.etl import lake_dates, read_partition, run_etl
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -143,7 +143,7 @@ def test_label_rate_and_types(hotel_run: dict[str, Any]) -> None:
 def test_great_expectations_passes_on_booking_date_partitions(
     hotel_run: dict[str, Any], hotel_params: Params, tmp_path: Path
 ) -> None:
-    validate = pytest.importorskip("pipelines.validate")
+    validate = pytest.importorskip("pipelines.data.validate")
     dates = hotel_run["dates"]
     # The first booking date (a single row, lead time 737), a busy day and the last arrival date.
     sel = [dates[0], "2016-01-01", dates[-1]]

@@ -12,7 +12,7 @@ import pytest
 from pipelines.core.config import FeaturesConfig, SchemaConfig, load_params
 from pipelines.features import build_features
 from pipelines.leakage import LeakageError
-from pipelines.sources.hotel import booker_ids, booking_times
+from pipelines.data.sources.hotel import booker_ids, booking_times
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

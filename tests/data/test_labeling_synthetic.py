@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipelines.labeling import run_labeling
-from pipelines.sampling import run_sampling
+from pipelines.data.sampling import run_sampling
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.core import storage
-from pipelines.etl import MANIFEST_DIR, lake_dates, read_partition
+from pipelines.data.etl import MANIFEST_DIR, lake_dates, read_partition
 
 pytest.importorskip("great_expectations")
 
@@ -47,7 +47,7 @@ def lake(synthetic_lake, tmp_path) -> str:
 
 
 def _run(lake: str, reports: Path, p, **kw):
-    from pipelines.validate import run_validation
+    from pipelines.data.validate import run_validation
 
     return run_validation(
         lake=lake, reports=str(reports), schema=p.schema, cfg=p.validation, progress=False, **kw
@@ -65,7 +65,7 @@ def _with_column(table: pa.Table, name: str, values: list) -> pa.Table:
 
 def test_suite_follows_params(vparams):
     """Each check, in the per-partition vocabulary its failures are reported in, follows params."""
-    from pipelines.validate import build_suites
+    from pipelines.data.validate import build_suites
 
     rows, stats = build_suites(vparams.schema, vparams.validation)
     by_key = {}
@@ -133,7 +133,7 @@ def test_nothing_left_to_validate_still_writes_the_stage_outputs(lake, tmp_path,
 
 
 def test_planted_critical_problems_fail_naming_expectation_partition_and_value(lake, tmp_path, vparams):
-    from pipelines.validate import failure_lines
+    from pipelines.data.validate import failure_lines
 
     first = _run(lake, tmp_path / "reports", vparams)
     assert first["critical_failures"] == 0
@@ -187,7 +187,7 @@ def test_new_category_is_a_warning_not_a_failure(lake, tmp_path, vparams):
     assert f["examples"] == ["space_tourism"]
     # with fail_on=warning the same result stops the pipeline
     strict = vparams.validation.model_copy(update={"fail_on": "warning"})
-    from pipelines.validate import run_validation
+    from pipelines.data.validate import run_validation
 
     s2 = run_validation(
         lake=lake, reports=str(tmp_path / "r2"), schema=vparams.schema, cfg=strict, dates=[d0], progress=False
@@ -237,7 +237,7 @@ def test_a_backfill_in_worker_processes_records_what_one_process_does(synthetic_
     """Twenty partitions in batches of 5, one of them broken: two spawned workers (each its own GX context,
     results in the shared store) give the same record and failure lines as one process, Data Docs pages for
     every batch."""
-    from pipelines.validate import _workers
+    from pipelines.data.validate import _workers
 
     src = synthetic_lake / "lake"
     dates = lake_dates(str(src))

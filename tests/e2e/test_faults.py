@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 
 from pipelines.core import storage
-from pipelines.etl import run_etl
-from pipelines.generate import generate_landing
-from pipelines.sources.base import count_data_lines
+from pipelines.data.etl import run_etl
+from pipelines.data.generate import generate_landing
+from pipelines.data.sources.base import count_data_lines
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("s3")]

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.core import storage
-from pipelines.etl import lake_dates, read_partition, run_etl
-from pipelines.generate import generate_landing
+from pipelines.data.etl import lake_dates, read_partition, run_etl
+from pipelines.data.generate import generate_landing
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -28,7 +28,7 @@ def build_features(
     lake: Path, out: Path, params: Params, *, features_update: dict[str, Any] | None = None
 ) -> Path:
     """Time-split the lake's labelled rows into train/valid/test and run the real feature stage on them."""
-    from pipelines.etl import lake_dates, read_partition
+    from pipelines.data.etl import lake_dates, read_partition
     from pipelines.features import run_features
 
     dates = lake_dates(str(lake))

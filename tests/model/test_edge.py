@@ -212,7 +212,7 @@ def test_edge_input_builds_the_aggregates_of_new_raw_rows_as_training_did(
     test = pd.read_parquet(case["features"] / "test.parquet")
     spec = json.loads((case["features"] / "spec.json").read_text())
     day = str(pd.to_datetime(test["event_time"], utc=True).dt.date.iloc[0])
-    from pipelines.etl import read_partition
+    from pipelines.data.etl import read_partition
 
     # the day's landing rows that the ETL accepted (its rejects never became events of the lake)
     loaded = set(read_partition(str(synthetic_lake / "lake"), day).column("event_id").to_pylist())

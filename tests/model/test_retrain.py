@@ -54,8 +54,8 @@ def _params(params, **retrain):
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, params) -> str:
-    from pipelines.etl import run_etl
-    from pipelines.generate import generate_landing
+    from pipelines.data.etl import run_etl
+    from pipelines.data.generate import generate_landing
 
     base = tmp_path_factory.mktemp("retrain_lake")
     syn = params.synthetic.model_copy(
@@ -206,9 +206,9 @@ def test_a_refit_learns_from_what_the_sample_label_and_features_stages_write(lak
     and cut-off (sample -> label -> features), weak labels included, not a second recipe of its own."""
     import pandas as pd
 
+    from pipelines.data.sampling import run_sampling
     from pipelines.features import run_features
     from pipelines.labeling import run_labeling
-    from pipelines.sampling import run_sampling
 
     p = _params(params)
     r = _run(lake, tmp_path / "registry", tmp_path, p, as_of=D(2025, 1, 16), mode="stateless")

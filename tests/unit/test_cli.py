@@ -52,7 +52,7 @@ def test_the_listing_imports_no_stage_and_a_command_only_its_own() -> None:
         "pipelines.core.config",
     }, listing
     one = loaded("CliRunner().invoke(app, ['etl', '--help'])")
-    assert "pipelines.etl" in one and "pipelines.cli.data" in one
+    assert "pipelines.data.etl" in one and "pipelines.cli.data" in one
     assert "pipelines.train" not in one and "pipelines.cli.training" not in one
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.etl import check_rows, dedupe, lake_schema, split_by_date, validate_date
+from pipelines.data.etl import check_rows, dedupe, lake_schema, split_by_date, validate_date
 
 REF = dt.datetime(2025, 1, 2, tzinfo=dt.UTC)
 GOOD = {

@@ -12,9 +12,9 @@ import pytest
 
 from pipelines.core import storage
 from pipelines.core.config import Params, parse_params
-from pipelines.etl import lake_dates, read_partition, run_etl
-from pipelines.sources import adapter_for
-from pipelines.sources.generic import map_label, parse_times
+from pipelines.data.etl import lake_dates, read_partition, run_etl
+from pipelines.data.sources import adapter_for
+from pipelines.data.sources.generic import map_label, parse_times
 
 AS_OF = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 LEAKY = "chargeback_status"

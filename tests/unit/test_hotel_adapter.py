@@ -13,9 +13,9 @@ import yaml
 
 from pipelines.core import storage
 from pipelines.core.config import load_params, parse_params
-from pipelines.etl import lake_dates, read_partition, run_etl
-from pipelines.sources import adapter_for
-from pipelines.sources.hotel import booker_ids, booking_times
+from pipelines.data.etl import lake_dates, read_partition, run_etl
+from pipelines.data.sources import adapter_for
+from pipelines.data.sources.hotel import booker_ids, booking_times
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = (

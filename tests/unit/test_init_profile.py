@@ -174,7 +174,7 @@ def test_read_sample_reads_csv_gz_zip_and_parquet(tmp_path) -> None:
 def test_the_generic_adapter_reads_what_init_proposed(tmp_path, name: str) -> None:
     import zipfile
 
-    from pipelines.sources import adapter_for
+    from pipelines.data.sources import adapter_for
 
     df = _frame(n=300)
     if name.endswith(".zip"):
@@ -198,7 +198,7 @@ def test_missing_value_markers_keep_numbers_numeric_from_init_to_the_lake(tmp_pa
     """A weather-style CSV writes missing values as NA, ?, - or N/A: before, init typed such columns as
     high-cardinality categories ("390 values, missing 0.0%"). Now they stay numbers, the markers are listed
     in the profile, the adapter loads them as nulls, and an unknown marker gets a note naming it."""
-    from pipelines.sources import adapter_for
+    from pipelines.data.sources import adapter_for
 
     df = _frame(n=400)
     rng = np.random.default_rng(0)
@@ -232,7 +232,7 @@ def test_init_from_a_file_loads_that_file_only(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.sources import adapter_for
+    from pipelines.data.sources import adapter_for
 
     land = tmp_path / "land"
     land.mkdir()
@@ -269,7 +269,7 @@ def _daily_series(days: int = 500, seed: int = 5) -> pd.DataFrame:
 def test_a_single_time_series_needs_no_entity(tmp_path) -> None:
     """init failed with "no entity column found ... pass --entity COL" on a series with no id. Now the
     entity is a constant the adapter adds; its windows would only count the feed's own rows, so they are off."""
-    from pipelines.sources import adapter_for
+    from pipelines.data.sources import adapter_for
 
     df = _daily_series()
     df.to_csv(tmp_path / "weather.csv", index=False)
@@ -363,7 +363,7 @@ def test_the_model_search_is_fair_to_slow_learning_rates(proposal) -> None:
 def test_init_detects_a_latin1_export_and_etl_reads_it_whole(tmp_path) -> None:
     """A Windows export with accented names is not UTF-8: read_sample failed on its first é, and ETL, told
     nothing, would quarantine every accented line. init now proposes source.encoding and says so."""
-    from pipelines.sources import adapter_for
+    from pipelines.data.sources import adapter_for
 
     df = _frame(n=400)
     df["shop"] = np.where(np.arange(400) % 3 == 0, "Café", df["shop"])

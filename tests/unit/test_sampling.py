@@ -11,8 +11,8 @@ import pytest
 
 from pipelines.core import storage
 from pipelines.core.config import ConfigError, SamplingConfig, SchemaConfig, parse_params
-from pipelines.etl import lake_schema, partition_path
-from pipelines.sampling import (
+from pipelines.data.etl import lake_schema, partition_path
+from pipelines.data.sampling import (
     ReservoirSampler,
     compute_windows,
     importance_weights,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.etl import partition_path, validate_date
+from pipelines.data.etl import partition_path, validate_date
 
 ROOT = Path(__file__).resolve().parents[2]
 

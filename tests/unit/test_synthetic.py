@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.core.config import SyntheticConfig
-from pipelines.sources.synthetic import LANDING_COLUMNS, generate_day, make_population, to_csv_bytes
+from pipelines.data.sources.synthetic import LANDING_COLUMNS, generate_day, make_population, to_csv_bytes
 
 CFG = SyntheticConfig(rows_per_day=5000)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pipelines.validate import (
+from pipelines.data.validate import (
     Failure,
     PartitionResult,
     _args,
@@ -71,7 +71,7 @@ def test_missing_values_of_the_batch_frame_are_never_shown_as_examples():
     timestamp column must not print "(e.g. NaT)"."""
     import pandas as pd
 
-    from pipelines.validate import _is_missing
+    from pipelines.data.validate import _is_missing
 
     assert all(_is_missing(v) for v in (None, float("nan"), pd.NaT, pd.NA))
     assert not any(_is_missing(v) for v in (0, "", "x", pd.Timestamp("2025-01-01", tz="UTC")))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core import storage
-from pipelines.etl import LEDGER_DIR, MANIFEST_DIR, RUNNING_DIR, source_key
+from pipelines.data.etl import LEDGER_DIR, MANIFEST_DIR, RUNNING_DIR, source_key
 
 __all__ = ["LakeCheck", "check_lake"]
 

@@ -38,7 +38,7 @@ from pipelines.core import storage
 from pipelines.core.config import ColumnSpec, EtlConfig, Params, SchemaConfig, params_file
 from pipelines.core.timeparse import TS as TIMESTAMP_UTC
 from pipelines.core.timeparse import parse_times
-from pipelines.sources import FileRejected, RawBatch, SourceAdapter, adapter_for, count_data_lines
+from pipelines.data.sources import FileRejected, RawBatch, SourceAdapter, adapter_for, count_data_lines
 
 __all__ = [
     "CheckResult",

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 
 from pipelines.core import storage
 from pipelines.core.config import HotelConfig, SchemaConfig
-from pipelines.sources.base import FileRejected, RawBatch, read_csv_strings, required_columns, select_contract
+from pipelines.data.sources.base import FileRejected, RawBatch, read_csv_strings, required_columns, select_contract
 
 __all__ = ["BOOKER_KEY", "HotelAdapter", "booker_ids", "booking_times"]
 

@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from pipelines.core import storage
 from pipelines.core.config import SchemaConfig, ValidationConfig
-from pipelines.etl import MANIFEST_DIR, lake_dates, lake_schema, partition_path, read_partition
+from pipelines.data.etl import MANIFEST_DIR, lake_dates, lake_schema, partition_path, read_partition
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +248,7 @@ def build_suites(schema: SchemaConfig, cfg: ValidationConfig) -> tuple[Expectati
                        mostly=1 - cfg.max_null_fraction),
             )
         )  # fmt: skip
-    meta = {"source": "derived from params.yaml (schema, validation) by pipelines/validate.py"}
+    meta = {"source": "derived from params.yaml (schema, validation) by pipelines/data/validate.py"}
     return (
         gx.ExpectationSuite(name=ROWS_SUITE, expectations=rows, meta=meta),
         gx.ExpectationSuite(name=PARTITIONS_SUITE, expectations=stats, meta=meta),

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from pipelines.core import storage
 from pipelines.core.config import GenericSourceConfig, SchemaConfig
 from pipelines.core.timeparse import TS, parse_times
-from pipelines.sources.base import (
+from pipelines.data.sources.base import (
     BadLine,
     FileRejected,
     RawBatch,

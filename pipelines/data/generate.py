@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from pipelines.core import storage
 from pipelines.core.config import SyntheticConfig
-from pipelines.sources.synthetic import generate_day, make_population, to_csv_bytes
+from pipelines.data.sources.synthetic import generate_day, make_population, to_csv_bytes
 
 log = logging.getLogger(__name__)
 

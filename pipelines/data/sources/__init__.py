@@ -10,7 +10,7 @@ happen in the ETL stage, the same for every source. An adapter never drops a row
 from __future__ import annotations
 
 from pipelines.core.config import Params
-from pipelines.sources.base import (
+from pipelines.data.sources.base import (
     BadLine,
     CsvAdapter,
     FileRejected,
@@ -18,8 +18,8 @@ from pipelines.sources.base import (
     SourceAdapter,
     count_data_lines,
 )
-from pipelines.sources.generic import GenericAdapter
-from pipelines.sources.hotel import HotelAdapter
+from pipelines.data.sources.generic import GenericAdapter
+from pipelines.data.sources.hotel import HotelAdapter
 
 __all__ = ["BadLine", "FileRejected", "RawBatch", "SourceAdapter", "adapter_for", "count_data_lines"]
 

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from pipelines.core import storage
 from pipelines.core.config import SamplingConfig, SchemaConfig
 from pipelines.core.samplers import simple_random_indices, stratified_indices
-from pipelines.etl import TS, lake_dates, lake_schema, partition_path
+from pipelines.data.etl import TS, lake_dates, lake_schema, partition_path
 
 __all__ = [
     "SPLITS",
