@@ -899,7 +899,7 @@ SECTION_NOTES = {
     "schema": "inferred from the sample: check the types, ranges (with headroom) and vocabularies",
     "validation": "sized to the rows per day seen in the sample",
     "sampling": "time split: test and valid windows are ~15% of the time range each, counted back from the newest day",
-    "labeling": "the model LF only: the shipped LFs are card-payment heuristics (pipelines/labeling_functions.py)",
+    "labeling": "the model LF only: the shipped LFs are card-payment heuristics (pipelines/labeling/labeling_functions.py)",
     "features": "hash_buckets sized to the largest high-cardinality vocabulary",
     "train": "budgets sized to the rows: a first run in minutes (early stopping ends training sooner)",
 }

@@ -63,7 +63,7 @@ from pipelines.features import (
     transform_columns,
     write_feature_splits,
 )
-from pipelines.labeling import run_labeling
+from pipelines.labeling.label import run_labeling
 from pipelines.models import (
     KERAS_FILE,
     XGB_META,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.labeling import run_labeling
+from pipelines.labeling.label import run_labeling
 
 app = typer.Typer()
 

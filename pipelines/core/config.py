@@ -330,7 +330,7 @@ class SamplingConfig(_Model):
 
 
 class LabelingFunctionOptions(_Model):
-    """Thresholds of the registered labeling functions (pipelines/labeling_functions.py)."""
+    """Thresholds of the registered labeling functions (pipelines/labeling/labeling_functions.py)."""
 
     amount_ratio: float = Field(default=4.0, gt=1)  # amount above this multiple of the card's median
     min_card_events: int = Field(default=3, ge=1)  # card history needed before the amount rule votes
@@ -355,7 +355,7 @@ class LabelingFunctionOptions(_Model):
 
 
 class LabelingConfig(_Model):
-    """Weak supervision, hand labels and the active-learning queue (pipelines/labeling.py)."""
+    """Weak supervision, hand labels and the active-learning queue (pipelines/labeling/label.py)."""
 
     # the labeling functions that vote; the default works on any schema (a cross-fitted model on gold labels).
     # The card-payment heuristics (foreign_online, amount_spike, new_device, risky_category, velocity_burst,

@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from pipelines.labeling import run_labeling
+from pipelines.labeling.label import run_labeling
 from pipelines.data.sampling import run_sampling
 
 pytestmark = pytest.mark.slow

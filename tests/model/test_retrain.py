@@ -208,7 +208,7 @@ def test_a_refit_learns_from_what_the_sample_label_and_features_stages_write(lak
 
     from pipelines.data.sampling import run_sampling
     from pipelines.features import run_features
-    from pipelines.labeling import run_labeling
+    from pipelines.labeling.label import run_labeling
 
     p = _params(params)
     r = _run(lake, tmp_path / "registry", tmp_path, p, as_of=D(2025, 1, 16), mode="stateless")

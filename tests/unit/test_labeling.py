@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.labeling import (
+from pipelines.labeling.label import (
     classification_metrics,
     fit_dawid_skene,
     fit_weighted_vote,
     lf_summary,
     validate_hand_labels,
 )
-from pipelines.labeling_functions import ABSTAIN, REGISTRY, apply_lfs, labeling_function
+from pipelines.labeling.labeling_functions import ABSTAIN, REGISTRY, apply_lfs, labeling_function
 
 
 def _simulate(n: int, accuracies: list[float], coverages: list[float], prior: float, seed: int):
@@ -133,7 +133,7 @@ def test_lf_registry_validates_votes() -> None:
 
     try:
         from pipelines.core.config import LabelingFunctionOptions, SchemaConfig
-        from pipelines.labeling_functions import LFContext
+        from pipelines.labeling.labeling_functions import LFContext
 
         schema = SchemaConfig(entity_key="card_id", columns=[{"name": "card_id", "type": "string"}])
         ctx = LFContext(options=LabelingFunctionOptions(), schema=schema, seed=0)

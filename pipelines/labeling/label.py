@@ -4,7 +4,7 @@ Every label keeps its lineage in ``label_source``:
 
 * ``natural``: the label had matured by the sampling cutoff (the sampling stage nulls the others).
 * ``weak``: train rows still unlabelled get the label model's vote over the enabled labeling functions
-  (pipelines/labeling_functions.py), with ``label_weight = labeling.weak_weight``. Valid and test never
+  (pipelines/labeling/labeling_functions.py), with ``label_weight = labeling.weak_weight``. Valid and test never
   get weak labels, so evaluation stays honest.
 * ``hand``: CSV files in the hand-labels folder (format in data/hand_labels/README.md), validated row by
   row; they take precedence over natural and weak labels. Rejected rows are written with a reason.
@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from pipelines.core import storage
 from pipelines.core.config import LabelingConfig, SchemaConfig
-from pipelines.labeling_functions import (
+from pipelines.labeling.labeling_functions import (
     ABSTAIN,
     MODEL_MAX_ROWS,
     REGISTRY,

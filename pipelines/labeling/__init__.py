@@ -1,0 +1,1 @@
+"""Labels: natural labels with their maturity, programmatic labeling functions and the label model that combines them."""
