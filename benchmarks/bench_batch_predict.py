@@ -59,7 +59,7 @@ def prepare_small(work: Path, *, days: int, rows_per_day: int, rows: int, seed: 
     from pipelines.core import storage
     from pipelines.data.etl import lake_dates, read_partition, run_etl
     from pipelines.data.generate import generate_landing
-    from pipelines.features import run_features
+    from pipelines.features.build import run_features
     from pipelines.registry import Registry
 
     params = load_params(ROOT / "params.yaml")
@@ -188,9 +188,9 @@ END_TO_END = textwrap.dedent(
     from pipelines.core.config import load_params
     t_imp = time.perf_counter()
     from pipelines.predict import run_predict
-    import pipelines.data.etl, pipelines.features, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost
-    if pipelines.features.numba_available():
-        import pipelines.kernels  # compiled code comes from the on-disk cache (compiled on first use)
+    import pipelines.data.etl, pipelines.features.build, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost
+    if pipelines.features.build.numba_available():
+        import pipelines.features.kernels  # compiled code comes from the on-disk cache (compiled on first use)
     import_s = time.perf_counter() - t_imp
     p = load_params({params!r})
     walls, cpus = [], []

@@ -46,7 +46,7 @@ def build_features(work: Path, *, days: int, rows_per_day: int, params: Any) -> 
     from pipelines.core import storage
     from pipelines.data.etl import lake_dates, read_partition, run_etl
     from pipelines.data.generate import generate_landing
-    from pipelines.features import run_features
+    from pipelines.features.build import run_features
 
     cfg = params.synthetic.model_copy(update={"days": days, "rows_per_day": rows_per_day})
     generate_landing(cfg, out=str(work / "landing"), seed=params.seed, progress=False)

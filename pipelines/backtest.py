@@ -55,7 +55,13 @@ from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
 from pipelines.edge.featurespec import Coded
 from pipelines.evaluate import json_safe
-from pipelines.features import aggregate_columns, entity_aggregates, epoch_us, fit_spec, frame_to_columns
+from pipelines.features.build import (
+    aggregate_columns,
+    entity_aggregates,
+    epoch_us,
+    fit_spec,
+    frame_to_columns,
+)
 from pipelines.imbalance import scale_pos_weight
 from pipelines.models import booster_params
 from pipelines.monitor import (
@@ -168,7 +174,7 @@ def load_timeline(lake: str, params: Params) -> Timeline:
 
 
 def _timeline_column(s: pd.Series) -> Any:
-    """One frame column as :func:`pipelines.features.frame_to_columns` gives it, except that a text column
+    """One frame column as :func:`pipelines.features.build.frame_to_columns` gives it, except that a text column
     is dictionary-coded (codes into its distinct values; missing -> -1)."""
 
     col = frame_to_columns(s.to_frame(), [s.name])[s.name]

@@ -12,7 +12,7 @@ Pure inference over a sample of the file (read once with pandas/pyarrow at the e
 * leakage warnings, each with its evidence:
 
   - ``predicts_label``: one column alone separates the labels (single-column ROC-AUC, the feature
-    stage's own estimator in pipelines/leakage.py: categories target-encoded out of sample);
+    stage's own estimator in pipelines/features/leakage.py: categories target-encoded out of sample);
   - ``constant_within_label``: the column takes one value per label (a status that *is* the outcome);
   - ``after_event``: a timestamp mostly later than the event time (recorded after the event);
   - ``id_label_conflict`` / ``id_memorizes_label``: an id repeating across the label boundary (the
@@ -47,7 +47,7 @@ import yaml
 
 from pipelines.core import storage
 from pipelines.core.config import MISSING_MARKERS, Params, parse_params
-from pipelines.leakage import single_feature_auc
+from pipelines.features.leakage import single_feature_auc
 
 __all__ = [
     "LeakWarning",

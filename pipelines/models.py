@@ -38,7 +38,7 @@ import pandas as pd
 from pipelines.baselines import baselines_from_dict
 from pipelines.core import storage
 from pipelines.edge.featurespec import dumps_spec, loads_spec
-from pipelines.spec_frame import transform_columns
+from pipelines.features.spec_frame import transform_columns
 
 __all__ = [
     "BASELINES_FILE",

@@ -6,7 +6,7 @@ pipelines.core.storage; a model other than XGBoost adds ``-<model>`` to the name
 ``event_id``, ``event_time``, the entity key, ``score``, ``model``, ``model_version``, ``spec_digest`` and
 the ``predict.extra_columns`` the lake has (slice columns for monitoring).
 
-Point-in-time aggregates are computed exactly as in training (:func:`pipelines.features.entity_aggregates`,
+Point-in-time aggregates are computed exactly as in training (:func:`pipelines.features.build.entity_aggregates`,
 window ``[t - w, t)``) over the lake history before the partition and the partition itself. The history
 starts where the feature stage's did (the spec's fit-window start minus the longest window), so that
 ``secs_since_prev`` sees the same earlier events as in training, but never more than
@@ -35,7 +35,7 @@ from pipelines.data.etl import lake_dates, partition_path, validate_date
 from pipelines.edge import featurespec as fs
 from pipelines.edge.featurespec import Coded, loads_spec
 from pipelines.edge.runtime import EdgeModel
-from pipelines.features import (
+from pipelines.features.build import (
     aggregate_arrays,
     aggregate_columns,
     epoch_us,
@@ -311,7 +311,7 @@ def iter_scored(
     TensorFlow release the GIL) while chunk ``i + 1`` is read and transformed and chunk ``i - 1`` is
     consumed (encoded by :func:`pipelines.core.storage.write_parquet_batches`): the model's time overlaps the
     rest instead of adding to it. The feature matrix comes from the compiled kernel
-    (:func:`pipelines.kernels.transform`, the numpy reference's matrix bit for bit; the reference itself
+    (:func:`pipelines.features.kernels.transform`, the numpy reference's matrix bit for bit; the reference itself
     when numba is not installed), written into two matrices used in turn, so a chunk costs no fresh
     memory (page faults of a new 100 MB matrix cost as much as filling it).
     """
@@ -320,7 +320,7 @@ def iter_scored(
     import pyarrow as pa
 
     if numba_available():
-        from pipelines import kernels  # optional: numba; the numpy transform runs without it
+        from pipelines.features import kernels  # optional: numba; the numpy transform runs without it
 
         scratch: Any = kernels.Scratch()
 

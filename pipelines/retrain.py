@@ -55,7 +55,7 @@ from pipelines.core.config import FeatureAggregatesConfig, Params, RetrainConfig
 from pipelines.data.etl import lake_dates
 from pipelines.data.sampling import SplitWindows, compute_windows, labels_at_cutoff, run_sampling
 from pipelines.evaluate import run_evaluate
-from pipelines.features import (
+from pipelines.features.build import (
     _attach_aggregates,
     history_table,
     parse_window,

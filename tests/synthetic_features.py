@@ -2,7 +2,7 @@
 
 The label follows a logistic model with an interaction (online x large amount) and a missing-not-at-random
 effect (new devices hide their age), so a tree ensemble can beat any one-column rule, and a one-column rule
-beats a constant. The spec is fitted with the real feature code (``pipelines.features.fit_spec``).
+beats a constant. The spec is fitted with the real feature code (``pipelines.features.build.fit_spec``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.edge import featurespec as fs
-from pipelines.features import fit_spec, transform_columns
+from pipelines.features.build import fit_spec, transform_columns
 
 SCHEMA = SchemaConfig.model_validate(
     {

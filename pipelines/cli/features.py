@@ -11,8 +11,8 @@ import typer
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.core import storage
 from pipelines.edge import featurespec as fs
-from pipelines.features import edge_input, run_features
-from pipelines.leakage import LeakageError
+from pipelines.features.build import edge_input, run_features
+from pipelines.features.leakage import LeakageError
 
 app = typer.Typer()
 

@@ -1,6 +1,6 @@
 """The feature spec and its one transform: numpy and the standard library only.
 
-A feature spec is a JSON document fitted on the training split (``pipelines.features.fit_spec``) that
+A feature spec is a JSON document fitted on the training split (``pipelines.features.build.fit_spec``) that
 holds every constant a transform needs: imputation values, scaling constants, bin edges,
 vocabularies, hash-bucket counts and crosses. :func:`transform` turns input columns into the float32
 feature matrix; it is the single implementation used by training, batch scoring and the edge runtime,
@@ -27,7 +27,7 @@ Conventions, stable across versions of the same ``version`` number:
 - cyclical time: hour of day (fractional, UTC) and day of week (Monday = 0, UTC) as sin/cos pairs.
 
 Point-in-time entity aggregates (a card's trailing counts and sums) are *inputs* of the spec, computed
-upstream from the event history (``pipelines.features.entity_aggregates``): the edge runtime receives
+upstream from the event history (``pipelines.features.build.entity_aggregates``): the edge runtime receives
 them as columns like any other, it does not compute them.
 """
 
@@ -474,7 +474,7 @@ def transform(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
     """The feature matrix (float32, rows x ``spec["feature_names"]``) for the given input columns.
 
     The reference implementation (numpy only, used by the edge runtime); batch scoring uses
-    ``pipelines.kernels.transform``, which gives the same matrix bit for bit in one compiled pass.
+    ``pipelines.features.kernels.transform``, which gives the same matrix bit for bit in one compiled pass.
     """
     n = check_columns(spec, columns)
     check_width(spec)

@@ -34,7 +34,7 @@ def build_timeline(base: Path, params, *, days: int = 50, rows_per_day: int = 20
 
     from pipelines.core import metrics as M
     from pipelines.data.etl import lake_dates, read_partition, run_etl
-    from pipelines.features import fit_spec, transform_columns
+    from pipelines.features.build import fit_spec, transform_columns
     from pipelines.edge.featurespec import dumps_spec
     from pipelines.data.generate import generate_landing
     from pipelines.registry import Registry

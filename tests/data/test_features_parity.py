@@ -16,7 +16,7 @@ from pipelines.edge import featurespec as fs
 from pipelines.core import storage
 from pipelines.cli import app
 from pipelines.data.etl import lake_dates, read_partition
-from pipelines.features import build_features, load_history, transform_columns, transform_frame
+from pipelines.features.build import build_features, load_history, transform_columns, transform_frame
 
 PARITY_ROWS = 10_000
 TOLERANCE = 1e-6

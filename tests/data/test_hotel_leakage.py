@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.core.config import FeaturesConfig, SchemaConfig, load_params
-from pipelines.features import build_features
-from pipelines.leakage import LeakageError
+from pipelines.features.build import build_features
+from pipelines.features.leakage import LeakageError
 from pipelines.data.sources.hotel import booker_ids, booking_times
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

@@ -127,13 +127,13 @@ def test_chunked_scoring_gives_identical_rows_and_reruns_identical_bytes(setup, 
 def test_without_numba_the_numpy_reference_writes_the_same_predictions(setup, params, tmp_path, monkeypatch):
     """Where numba is not installed, scoring falls back to the numpy transform and aggregates: the same
     file, byte for byte (the compiled kernels change the speed, never a score)."""
-    import pipelines.features
+    import pipelines.features.build
 
     small = params.predict.model_copy(update={"chunk_rows": 1500})  # uneven chunks reuse the buffers
     kw = {"lake": str(setup["lake"]), "registry": str(setup["registry"]), "date": "2025-01-19", "cfg": small,
           "params": params, "progress": False}  # fmt: skip
     run_predict(out=str(tmp_path / "compiled"), **kw)
-    monkeypatch.setattr(pipelines.features, "numba_available", lambda: False)
+    monkeypatch.setattr(pipelines.features.build, "numba_available", lambda: False)
     run_predict(out=str(tmp_path / "numpy"), **kw)
     name = f"date=2025-01-19/part-{setup['version']}.parquet"
     assert (tmp_path / "compiled" / name).read_bytes() == (tmp_path / "numpy" / name).read_bytes()

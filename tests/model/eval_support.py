@@ -29,7 +29,7 @@ def build_features(
 ) -> Path:
     """Time-split the lake's labelled rows into train/valid/test and run the real feature stage on them."""
     from pipelines.data.etl import lake_dates, read_partition
-    from pipelines.features import run_features
+    from pipelines.features.build import run_features
 
     dates = lake_dates(str(lake))
     labeled = out / "labeled"

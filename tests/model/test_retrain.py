@@ -207,7 +207,7 @@ def test_a_refit_learns_from_what_the_sample_label_and_features_stages_write(lak
     import pandas as pd
 
     from pipelines.data.sampling import run_sampling
-    from pipelines.features import run_features
+    from pipelines.features.build import run_features
     from pipelines.labeling.label import run_labeling
 
     p = _params(params)

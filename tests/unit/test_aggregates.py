@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.features import aggregate_columns, entity_aggregates, parse_window
+from pipelines.features.build import aggregate_columns, entity_aggregates, parse_window
 
 T0 = pd.Timestamp("2025-03-03T10:00:00Z")
 
@@ -99,7 +99,7 @@ def test_parse_window_rejects_bad_text():
 
 
 def test_rows_subset_equals_the_same_rows_of_the_full_computation():
-    from pipelines.features import aggregate_arrays
+    from pipelines.features.build import aggregate_arrays
 
     rng = np.random.default_rng(5)
     n = 2000
@@ -118,7 +118,7 @@ def test_rows_subset_equals_the_same_rows_of_the_full_computation():
 
 @pytest.mark.parametrize("years", [1, 400])  # 400 years x 5000 entities overflows the direct int64 key
 def test_direct_and_rank_compressed_keys_agree_with_brute_force(years):
-    from pipelines.features import aggregate_arrays
+    from pipelines.features.build import aggregate_arrays
 
     rng = np.random.default_rng(years)
     n = 600

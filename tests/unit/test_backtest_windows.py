@@ -67,7 +67,7 @@ def test_coded_timeline_columns_give_the_same_matrix_as_the_frame_path(synthetic
     """The backtest transforms dictionary-coded timeline columns; the matrix must be the frame path's, byte for
     byte, on any row subset (text with missing values, numbers, times, the aggregates)."""
     from pipelines.backtest import load_timeline
-    from pipelines.features import fit_spec, transform_columns
+    from pipelines.features.build import fit_spec, transform_columns
 
     tl = load_timeline(str(synthetic_lake / "lake"), params)
     ctx = _Ctx(tl, params, maturity_days=0, holdout_days=7, train_days=30, monitored={})

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.edge import featurespec as fs
-from pipelines.features import fit_spec, transform_columns
+from pipelines.features.build import fit_spec, transform_columns
 
 SCHEMA = SchemaConfig.model_validate(
     {
@@ -197,7 +197,7 @@ def test_featurespec_imports_numpy_only(root):
 
 
 def test_pandas_reference_and_numpy_agree_with_missing_values_in_hashed_columns():
-    from pipelines.features import transform_frame
+    from pipelines.features.build import transform_frame
 
     spec = _spec()
     frame = _train().assign(

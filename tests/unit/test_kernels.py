@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import kernels
 from pipelines.core.config import FeaturesConfig, SchemaConfig
 from pipelines.edge import featurespec as fs
-from pipelines.features import aggregate_arrays, fit_spec
+from pipelines.features import kernels
+from pipelines.features.build import aggregate_arrays, fit_spec
 
 SCHEMA = SchemaConfig.model_validate(
     {

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pipelines.core.config import FeaturesConfig, SchemaConfig
-from pipelines.features import build_features, fit_spec
-from pipelines.leakage import (
+from pipelines.features.build import build_features, fit_spec
+from pipelines.features.leakage import (
     LeakageError,
     auc_score,
     duplicate_ids,

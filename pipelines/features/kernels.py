@@ -7,7 +7,7 @@
   ``log1p`` is numpy's (computed on the column before the kernel), and categorical, hash and cyclical
   blocks come from the reference's own code (:func:`pipelines.edge.featurespec.apply_op`, vocabulary-sized work
   plus a gather); the kernel does the imputation, scaling, indicators, bins and the assembly.
-- :func:`entity_windows`: the per-event window bounds of :func:`pipelines.features.aggregate_arrays` as
+- :func:`entity_windows`: the per-event window bounds of :func:`pipelines.features.build.aggregate_arrays` as
   one sweep over the (entity, time)-sorted events (two pointers per window) instead of a binary search
   per event and window, with the running sums and the outputs in the same pass.
 
@@ -242,7 +242,7 @@ def entity_windows(
     seconds since the entity's previous event (a ``rows x columns`` array; a column is ``out[:, c]``).
 
     ``order`` sorts the events by the (entity, time) key ``ks = key[order]``, ascending, with a window's
-    start at ``key - span`` (the direct key of :func:`pipelines.features.aggregate_arrays`); ``codes``,
+    start at ``key - span`` (the direct key of :func:`pipelines.features.build.aggregate_arrays`); ``codes``,
     ``t`` and ``v`` are the entity codes, times and values in event order; ``row_of[e]`` is event ``e``'s
     output row (negative: history only, counted but not output).
     """

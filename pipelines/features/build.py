@@ -14,7 +14,7 @@ lake, and writes the feature matrices, ``spec.json`` and the features report. Th
 - :func:`pipelines.edge.featurespec.transform` is the one transform (numpy only), used here, in batch scoring
   and on the edge. :func:`transform_frame` is an independent pandas implementation of the same spec,
   kept as the reference the parity test compares against.
-- :mod:`pipelines.leakage` runs on every build and fails it, naming each problem.
+- :mod:`pipelines.features.leakage` runs on every build and fails it, naming each problem.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import leakage
 from pipelines.core import storage
 from pipelines.core.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
 from pipelines.core.drift import psi as drift_psi
 from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
-from pipelines.spec_frame import epoch_us, frame_to_columns, transform_columns
+from pipelines.features import leakage
+from pipelines.features.spec_frame import epoch_us, frame_to_columns, transform_columns
 
 __all__ = [
     "FeatureBuild",
@@ -126,7 +126,7 @@ def entity_aggregates(
 
 
 def numba_available() -> bool:
-    """Whether the compiled kernels (pipelines.kernels) can run; without numba the numpy references do."""
+    """Whether the compiled kernels (pipelines.features.kernels) can run; without numba the numpy references do."""
     import importlib.util
 
     return importlib.util.find_spec("numba") is not None
@@ -148,7 +148,7 @@ def aggregate_arrays(
     returned (all by default): a batch scorer passes its own rows and history events only count.
 
     Every search runs on sorted queries (cache-friendly), so the cost is one sort of the events. ``engine``
-    ``numba`` sweeps the sorted events once (:func:`pipelines.kernels.entity_windows`, same figures bit for
+    ``numba`` sweeps the sorted events once (:func:`pipelines.features.kernels.entity_windows`, same figures bit for
     bit); ``numpy`` is the reference (a binary search per event and window); ``auto``: numba when installed.
     """
     if engine not in ("auto", "numba", "numpy"):
@@ -183,7 +183,9 @@ def aggregate_arrays(
         rank[by_time] = np.cumsum(new_t) - 1
         key = codes * width + rank
     if direct and engine == "numba":
-        from pipelines.kernels import entity_time_order  # optional: numba; the numpy path runs without it
+        from pipelines.features.kernels import (
+            entity_time_order,  # optional: numba; the numpy path runs without it
+        )
 
         order = entity_time_order(codes, t)  # the same permutation, without a general sort
     else:
@@ -207,7 +209,9 @@ def aggregate_arrays(
         and (rows is None or isinstance(rows, slice))
         and (value is None) == (not value_column)
     ):
-        from pipelines.kernels import entity_windows  # optional: numba; the numpy path runs without it
+        from pipelines.features.kernels import (
+            entity_windows,  # optional: numba; the numpy path runs without it
+        )
 
         if rows is None:
             row_of, n_out = np.arange(n), n
