@@ -188,7 +188,7 @@ END_TO_END = textwrap.dedent(
     from pipelines.core.config import load_params
     t_imp = time.perf_counter()
     from pipelines.predict import run_predict
-    import pipelines.data.etl, pipelines.features.build, pipelines.registry, pipelines.models, xgboost, tqdm  # one-off cost
+    import pipelines.data.etl, pipelines.features.build, pipelines.registry, pipelines.training.models, xgboost, tqdm  # one-off cost
     if pipelines.features.build.numba_available():
         import pipelines.features.kernels  # compiled code comes from the on-disk cache (compiled on first use)
     import_s = time.perf_counter() - t_imp

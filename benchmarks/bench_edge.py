@@ -69,7 +69,7 @@ def build_features(work: Path, *, days: int, rows_per_day: int, params: Any) -> 
 def train_mlp(x: np.ndarray, y: np.ndarray, *, hidden_units: list[int], epochs: int, seed: int) -> Any:
     import keras
 
-    from pipelines.train import build_mlp
+    from pipelines.training.train import build_mlp
 
     keras.utils.set_random_seed(seed)
     logit_model, prob_model = build_mlp(x.shape[1], hidden_units=hidden_units, dropout=0.1, seed=seed)
@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "edge.json"))
     args = ap.parse_args()
 
-    from pipelines.models import feature_matrix, load_scorers, quiet_tensorflow
+    from pipelines.training.models import feature_matrix, load_scorers, quiet_tensorflow
 
     quiet_tensorflow()
     params = load_params(ROOT / "params.yaml")

@@ -50,7 +50,7 @@ def _admin(sql: str) -> None:
 def run_config(features: str, params, *, workers: int, budget: float, db: str, pruner: str) -> dict:
     import optuna
 
-    from pipelines.tune import engine_url, open_study, run_workers
+    from pipelines.training.tune import engine_url, open_study, run_workers
 
     _admin(f'DROP DATABASE IF EXISTS "{db}"')
     _admin(f'CREATE DATABASE "{db}"')

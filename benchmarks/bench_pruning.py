@@ -53,7 +53,7 @@ def run_study(
 ) -> dict:
     import optuna
 
-    from pipelines.tune import open_study, run_workers
+    from pipelines.training.tune import open_study, run_workers
 
     url = f"sqlite:///{work / f'{pruner}-{seed}.db'}"
     tune = params.tune.model_copy(
@@ -160,7 +160,7 @@ def main() -> None:
     import optuna  # noqa: F401
     import xgboost  # noqa: F401
 
-    import pipelines.tune  # noqa: F401
+    import pipelines.training.tune  # noqa: F401
 
     load = os.getloadavg()
     rows, pairs = [], []

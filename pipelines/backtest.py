@@ -62,8 +62,6 @@ from pipelines.features.build import (
     fit_spec,
     frame_to_columns,
 )
-from pipelines.imbalance import scale_pos_weight
-from pipelines.models import booster_params
 from pipelines.monitor import (
     MonitorState,
     Window,
@@ -73,7 +71,9 @@ from pipelines.monitor import (
     reference_window,
 )
 from pipelines.retrain import RetrainError, RetrainState, choose_mode, continue_xgboost
-from pipelines.train import fit_xgboost, resolve_xgb_params
+from pipelines.training.imbalance import scale_pos_weight
+from pipelines.training.models import booster_params
+from pipelines.training.train import fit_xgboost, resolve_xgb_params
 
 __all__ = [
     "STRATEGIES",

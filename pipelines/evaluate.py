@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import models
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import BehaviouralConfig, EvaluateConfig, params_file
 from pipelines.edge.featurespec import loads_spec
+from pipelines.training import models
 
 __all__ = [
     "BASELINE_PREFIX",

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import models
 from pipelines.core import storage
 from pipelines.core.config import Params, PredictConfig
 from pipelines.data.etl import lake_dates, partition_path, validate_date
@@ -44,6 +43,7 @@ from pipelines.features.build import (
     parse_window,
 )
 from pipelines.registry import ALIASES, Registry, sha256_bytes
+from pipelines.training import models
 
 __all__ = [
     "LoadedModel", "PredictError", "iter_scored", "load_model", "resolve_dates", "run_predict", "score_partition",

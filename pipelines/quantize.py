@@ -43,15 +43,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import models
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
 from pipelines.edge.featurespec import dumps_spec
 from pipelines.edge.runtime import EdgeModel
 from pipelines.evaluate import json_safe, labelled_rows
-from pipelines.models import quiet_tensorflow
 from pipelines.registry import ALIASES, Registry, RegistryError, sha256_bytes
+from pipelines.training import models
+from pipelines.training.models import quiet_tensorflow
 
 __all__ = [
     "VARIANTS",
@@ -111,7 +111,7 @@ def representative_sample(
 
 def logit_model(model: Any) -> tuple[Any, str]:
     """(Keras model whose single output is named ``logit``, ``"logit"``) when the model has a ``logit``
-    layer (pipelines.train's MLP); else (the model itself, ``"probability"``)."""
+    layer (pipelines.training.train's MLP); else (the model itself, ``"probability"``)."""
     import keras
 
     try:

@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import models
 from pipelines.core import storage
 from pipelines.core.config import GateConfig
 from pipelines.edge.featurespec import loads_spec
 from pipelines.evaluate import compare_champion, labelled_rows
+from pipelines.training import models
 
 __all__ = [
     "ALIASES",

@@ -49,7 +49,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.baselines import fit_baselines
 from pipelines.core import storage
 from pipelines.core.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
 from pipelines.data.etl import lake_dates
@@ -64,7 +63,10 @@ from pipelines.features.build import (
     write_feature_splits,
 )
 from pipelines.labeling.label import run_labeling
-from pipelines.models import (
+from pipelines.quantize import run_quantize
+from pipelines.registry import Registry, file_sha256, load_champion, run_register
+from pipelines.training.baselines import fit_baselines
+from pipelines.training.models import (
     KERAS_FILE,
     XGB_META,
     feature_matrix,
@@ -74,9 +76,12 @@ from pipelines.models import (
     weights,
     write_model_dir,
 )
-from pipelines.quantize import run_quantize
-from pipelines.registry import Registry, file_sha256, load_champion, run_register
-from pipelines.train import _valid_pr_auc_callback, heuristic_candidates, imbalance_weights, run_train
+from pipelines.training.train import (
+    _valid_pr_auc_callback,
+    heuristic_candidates,
+    imbalance_weights,
+    run_train,
+)
 
 __all__ = [
     "STATE_FILE",

@@ -10,10 +10,10 @@ import typer
 from pipelines.cli.common import ParamsOpt, log, params_or_exit
 from pipelines.core import storage
 from pipelines.edge.runtime import main as edge_main
-from pipelines.models import quiet_tensorflow
 from pipelines.predict import NoChampionError, PredictError, run_predict
 from pipelines.quantize import run_quantize
 from pipelines.registry import RegistryError
+from pipelines.training.models import quiet_tensorflow
 
 app = typer.Typer()
 

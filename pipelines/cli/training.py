@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.models import quiet_tensorflow
-from pipelines.train import run_train
-from pipelines.tune import run_tune
+from pipelines.training.models import quiet_tensorflow
+from pipelines.training.train import run_train
+from pipelines.training.tune import run_tune
 
 app = typer.Typer()
 
@@ -50,7 +50,7 @@ def train(
         str, typer.Option(help="tuned XGBoost parameters (tune stage); params defaults when absent")
     ] = "reports/tuning/best_params.json",
     out: Annotated[
-        str, typer.Option(help="model directory to write (layout: pipelines/models.py)")
+        str, typer.Option(help="model directory to write (layout: pipelines/training/models.py)")
     ] = "models/candidate",
     reports: Annotated[
         str, typer.Option(help="folder for metrics.json and the DVCLive curves")

@@ -430,7 +430,9 @@ class ImbalanceTrainConfig(_Model):
     # (the behavioural tests' epsilons and quantize's thresholds are probabilities); "none" keeps them calibrated
     class_weight: Literal["balanced", "none"] = "none"
     scale_pos_weight: Literal["auto"] | float = 1.0  # XGBoost: auto = negative/positive train weight
-    resample: Literal["none", "over", "under", "smote"] = "none"  # pipelines/imbalance.py, train split only
+    resample: Literal["none", "over", "under", "smote"] = (
+        "none"  # pipelines/training/imbalance.py, train split only
+    )
     resample_ratio: float = Field(default=0.1, gt=0, le=1)  # minority/majority ratio after resampling
 
 
@@ -440,7 +442,7 @@ class BaselinesConfig(_Model):
 
 
 class TrainConfig(_Model):
-    """The training stage (pipelines/train.py): baselines, XGBoost, Keras (with distillation)."""
+    """The training stage (pipelines/training/train.py): baselines, XGBoost, Keras (with distillation)."""
 
     xgboost: XGBoostTrainConfig = XGBoostTrainConfig()
     keras: KerasTrainConfig = KerasTrainConfig()
@@ -484,7 +486,7 @@ def _default_space() -> dict[str, SearchDimension]:
 
 
 class TuneConfig(_Model):
-    """The tuning stage (pipelines/tune.py): Optuna TPE + pruning over ``space``, one shared study."""
+    """The tuning stage (pipelines/training/tune.py): Optuna TPE + pruning over ``space``, one shared study."""
 
     storage: str = Field(default="sqlite:///data/tuning/study.db", min_length=1)  # or postgresql://...
     study_name: str = Field(default="auto", min_length=1)  # auto: derived from the feature spec and space

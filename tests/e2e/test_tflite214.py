@@ -110,8 +110,8 @@ def _device_scores(device, case, variant: str, out: Path) -> subprocess.Complete
 
 
 def _litert_scores(case, variant: str) -> np.ndarray:
-    from pipelines.models import feature_matrix
     from pipelines.quantize import edge_scores
+    from pipelines.training.models import feature_matrix
 
     return edge_scores(
         (case["tflite"] / f"{variant}.tflite").read_bytes(),

@@ -1,6 +1,6 @@
 """Test support for the quantize, edge and batch-prediction tests: a small real Keras model trained on the
 features of the session's synthetic lake (built by the real feature stage, see eval_support), written in the
-model-directory layout of pipelines.models (keras.keras + spec.json, plus XGBoost when asked).
+model-directory layout of pipelines.training.models (keras.keras + spec.json, plus XGBoost when asked).
 
 Not a conftest: the tests import it, so the fixtures stay next to the tests that use them.
 """
@@ -24,14 +24,14 @@ def train_small_keras(
     epochs: int = 4,
     seed: int = 0,
 ) -> Path:
-    """A real MLP (pipelines.train.build_mlp: logit layer + sigmoid) fitted for a few epochs; keras.keras +
+    """A real MLP (pipelines.training.train.build_mlp: logit layer + sigmoid) fitted for a few epochs; keras.keras +
     spec.json in ``out``."""
-    from pipelines.models import quiet_tensorflow
+    from pipelines.training.models import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
 
-    from pipelines.train import build_mlp
+    from pipelines.training.train import build_mlp
 
     spec = json.loads((features / "spec.json").read_text())
     names = list(spec["feature_names"])

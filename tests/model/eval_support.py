@@ -1,6 +1,6 @@
 """Test support for the evaluation and registry tests: a small features folder built by the real feature
 stage from the session's synthetic lake, and tiny real XGBoost candidates written in the model-directory
-layout of pipelines.models (xgboost.ubj + xgboost.json, baselines.json, spec.json).
+layout of pipelines.training.models (xgboost.ubj + xgboost.json, baselines.json, spec.json).
 
 Not a conftest: the tests import it, so the fixtures stay next to the tests that use them.
 """
@@ -64,7 +64,7 @@ def make_candidate(
     """Train a small XGBoost (and fit the baselines) on the features folder; write a model directory."""
     import xgboost as xgb
 
-    from pipelines.baselines import fit_baselines
+    from pipelines.training.baselines import fit_baselines
 
     spec = json.loads((features / "spec.json").read_text())
     names = list(spec["feature_names"])

@@ -138,7 +138,7 @@ def test_champion_with_another_spec_is_rescored_with_its_own(world, tmp_path, sy
     spec = json.loads((world["features"] / "spec.json").read_text())
     assert other_spec["digest"] != spec["digest"]
     model = make_candidate(other, tmp_path / "champ", rounds=40, seed=5)
-    from pipelines.models import load_scorers
+    from pipelines.training.models import load_scorers
 
     champ = {"version": "other", "scorers": load_scorers(str(model)), "spec": other_spec}
     rows = pd.read_parquet(world["features"] / "test.parquet")

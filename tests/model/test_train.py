@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from synthetic_features import SCHEMA, make_features, write_features_dir
 
-from pipelines.baselines import average_precision, baselines_from_dict, fit_baselines
-from pipelines.models import feature_matrix, labels, load_scorers, train_mask, weights
+from pipelines.training.baselines import average_precision, baselines_from_dict, fit_baselines
+from pipelines.training.models import feature_matrix, labels, load_scorers, train_mask, weights
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _small(params, **imbalance):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, params):
-    from pipelines.train import run_train
+    from pipelines.training.train import run_train
 
     base = tmp_path_factory.mktemp("train")
     features = write_features_dir(base / "features", n_train=8000, n_valid=4000, n_test=4000, seed=3)
@@ -89,7 +89,7 @@ def test_xgboost_ubj_round_trip_respects_best_iteration(trained):
 
 def test_keras_round_trip_and_distillation_report(trained):
     base, metrics = trained
-    from pipelines.models import KerasScorer, load_spec
+    from pipelines.training.models import KerasScorer, load_spec
 
     test = __import__("pandas").read_parquet(base / "features" / "test.parquet")
     loaded = load_scorers(str(base / "model"))["keras"]
@@ -141,7 +141,7 @@ def test_baselines_are_plain_parameters_and_deterministic():
 
 
 def test_imbalance_resampling_touches_train_only(params):
-    from pipelines.train import train_models
+    from pipelines.training.train import train_models
 
     frames, spec = make_features(n_train=4000, n_valid=2000, n_test=10, seed=11)
     p = _small(params, resample="over", resample_ratio=0.5)
@@ -160,7 +160,7 @@ def test_imbalance_resampling_touches_train_only(params):
 
 
 def test_tuned_parameters_override_defaults_and_unknown_keys_fail(params):
-    from pipelines.train import resolve_xgb_params
+    from pipelines.training.train import resolve_xgb_params
 
     merged, source = resolve_xgb_params(
         params.train.xgboost.params, {"xgboost": {"max_depth": 3}, "value": 0.5}

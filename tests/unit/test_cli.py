@@ -53,7 +53,7 @@ def test_the_listing_imports_no_stage_and_a_command_only_its_own() -> None:
     }, listing
     one = loaded("CliRunner().invoke(app, ['etl', '--help'])")
     assert "pipelines.data.etl" in one and "pipelines.cli.data" in one
-    assert "pipelines.train" not in one and "pipelines.cli.training" not in one
+    assert "pipelines.training.train" not in one and "pipelines.cli.training" not in one
 
 
 def test_each_listed_help_line_is_its_commands_docstring_and_nothing_is_unlisted() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.imbalance import class_weights, resample, sample_weights, scale_pos_weight
+from pipelines.training.imbalance import class_weights, resample, sample_weights, scale_pos_weight
 
 
 def _data(n: int = 1000, pos: int = 50, seed: int = 0):

@@ -7,7 +7,7 @@ import json
 import pytest
 from synthetic_features import write_features_dir
 
-from pipelines.tune import auto_study_name, redact_url, split_trials
+from pipelines.training.tune import auto_study_name, redact_url, split_trials
 
 
 def _tiny(params, **update):
@@ -66,7 +66,7 @@ def test_auto_study_name_tracks_comparability_not_budget(params):
 
 @pytest.mark.slow
 def test_rerun_continues_the_study_to_the_target(features, tmp_path, params):
-    from pipelines.tune import run_tune
+    from pipelines.training.tune import run_tune
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = tmp_path / "tuning"
@@ -93,7 +93,7 @@ def test_rerun_continues_the_study_to_the_target(features, tmp_path, params):
 def test_two_worker_processes_share_one_study_without_loss_or_duplicates(features, tmp_path, params):
     import optuna
 
-    from pipelines.tune import run_tune
+    from pipelines.training.tune import run_tune
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     summary = run_tune(
@@ -116,7 +116,7 @@ def test_two_worker_processes_share_one_study_without_loss_or_duplicates(feature
 def test_pruner_follows_the_tune_settings(params):
     import optuna
 
-    from pipelines.tune import make_pruner
+    from pipelines.training.tune import make_pruner
 
     def tune(**update):
         return params.tune.model_validate({**params.tune.model_dump(), **update})
@@ -179,7 +179,7 @@ class _Trial:
 
 
 def test_pruning_callback_reports_the_valid_metric_every_interval():
-    from pipelines.tune import pruning_callback_class, reports_at
+    from pipelines.training.tune import pruning_callback_class, reports_at
 
     assert [e for e in range(12) if reports_at(e, 1)] == list(range(12))
     assert [e for e in range(12) if reports_at(e, 5)] == [4, 9]
@@ -195,7 +195,7 @@ def test_pruning_callback_reports_the_valid_metric_every_interval():
 def test_pruning_callback_raises_trial_pruned_when_the_pruner_says_so():
     import optuna
 
-    from pipelines.tune import pruning_callback_class
+    from pipelines.training.tune import pruning_callback_class
 
     cb = pruning_callback_class()(trial := _Trial(prune_from=2), dataset="valid", metric="aucpr", every=2)
     log = {"valid": {"aucpr": []}}
@@ -210,7 +210,7 @@ def test_pruning_callback_raises_trial_pruned_when_the_pruner_says_so():
 
 
 def test_progress_step_weights_rounds_by_the_learning_rate():
-    from pipelines.tune import progress_step
+    from pipelines.training.tune import progress_step
 
     assert [progress_step(e, 0.3, 0.3) for e in range(5)] == [0, 1, 2, 3, 4]  # top rate: the rounds clock
     assert [progress_step(e, 0.15, 0.3) for e in range(6)] == [-1, 0, 0, 1, 1, 2]  # half rate, half as fast
@@ -225,7 +225,7 @@ def test_progress_step_weights_rounds_by_the_learning_rate():
 def test_pruning_callback_reports_on_the_progress_clock():
     import optuna
 
-    from pipelines.tune import pruning_callback_class
+    from pipelines.training.tune import pruning_callback_class
 
     cls = pruning_callback_class()
     cb = cls(trial := _Trial(), dataset="valid", metric="aucpr", every=2, rate_scale=0.5)
@@ -287,7 +287,7 @@ def test_a_pruned_study_records_intermediate_values_only_at_the_interval(feature
 
 
 def test_a_study_on_the_progress_clock_reports_at_learning_rate_weighted_steps(features, tmp_path, params):
-    from pipelines.tune import progress_step
+    from pipelines.training.tune import progress_step
 
     small = _tiny(params, pruner="median", prune_clock="progress", prune_interval=1, startup_trials=1).tune
     top = small.space["learning_rate"].high
@@ -303,7 +303,7 @@ def _small_study(tune, features, tmp_path, params, *, n_trials: int = 4):
     """A real study of ``n_trials`` one-thread trials on the test features (a fresh SQLite file)."""
     import optuna
 
-    from pipelines.tune import load_tune_data, make_objective, open_study
+    from pipelines.training.tune import load_tune_data, make_objective, open_study
 
     data = load_tune_data(str(features), max_rows=tune.max_train_rows, seed=params.seed)
     study = open_study(
@@ -325,7 +325,7 @@ def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
     import optuna
 
     from pipelines.core.config import TuneConfig
-    from pipelines.tune import _storage, make_pruner, pruning_callback_class
+    from pipelines.training.tune import _storage, make_pruner, pruning_callback_class
 
     tune = TuneConfig(
         pruner=pruner,
@@ -369,7 +369,7 @@ def test_local_pruning_decision_equals_optunas_own(tmp_path, pruner):
 def test_a_worker_killed_for_memory_is_named_as_such_and_workers_fit_the_free_memory() -> None:
     """Tuning workers on a 142k-row table died with 'exit code -9' and nothing else. Now the message says
     out of memory and which knob to lower, and fewer workers start when the free memory holds fewer copies."""
-    from pipelines.tune import worker_failure, workers_for_memory
+    from pipelines.training.tune import worker_failure, workers_for_memory
 
     text = worker_failure([("loopline-tune-1", -9)], workers=2, max_rows=60_000)
     assert "loopline-tune-1 killed by SIGKILL, most likely out of memory" in text

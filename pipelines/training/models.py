@@ -35,10 +35,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from pipelines.baselines import baselines_from_dict
 from pipelines.core import storage
 from pipelines.edge.featurespec import dumps_spec, loads_spec
 from pipelines.features.spec_frame import transform_columns
+from pipelines.training.baselines import baselines_from_dict
 
 __all__ = [
     "BASELINES_FILE",

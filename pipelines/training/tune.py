@@ -38,8 +38,8 @@ import numpy as np
 from pipelines.core import storage
 from pipelines.core.config import Params, TrainConfig, TuneConfig, params_file
 from pipelines.edge.featurespec import loads_spec, spec_digest
-from pipelines.imbalance import scale_pos_weight
-from pipelines.models import SPEC_FILE, booster_params, labels, train_mask, weights
+from pipelines.training.imbalance import scale_pos_weight
+from pipelines.training.models import SPEC_FILE, booster_params, labels, train_mask, weights
 
 __all__ = [
     "TuneData",

@@ -2,10 +2,10 @@
 
 Reads ``<features>/{train,valid}.parquet`` and ``spec.json`` (the feature stage), the tuned XGBoost
 parameters (``best_params.json`` from the tune stage, optional: the ``train.xgboost.params`` defaults
-stand in when it is absent) and writes a model directory (layout in :mod:`pipelines.models`).
+stand in when it is absent) and writes a model directory (layout in :mod:`pipelines.training.models`).
 
 - Rows: only labelled rows train or validate; the training weight is ``label_weight * sample_weight``.
-- Imbalance (``train.imbalance``), train split only: resampling (pipelines/imbalance.py) before both
+- Imbalance (``train.imbalance``), train split only: resampling (pipelines/training/imbalance.py) before both
   models, ``scale_pos_weight`` for XGBoost, balanced class weights for Keras. Valid keeps its natural mix.
 - XGBoost: ``hist``, early stopping on valid (``eval_metric``); saved as UBJ with its best iteration.
 - Keras 3 MLP on the same feature matrix, early stopping on valid PR-AUC with the best weights restored.
@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.baselines import average_precision, baselines_from_dict, fit_baselines
 from pipelines.core import storage
 from pipelines.core.config import (
     ImbalanceTrainConfig,
@@ -42,8 +41,9 @@ from pipelines.core.config import (
     XGBoostTrainConfig,
 )
 from pipelines.edge.featurespec import input_columns, loads_spec
-from pipelines.imbalance import class_weights, resample, scale_pos_weight
-from pipelines.models import (
+from pipelines.training.baselines import average_precision, baselines_from_dict, fit_baselines
+from pipelines.training.imbalance import class_weights, resample, scale_pos_weight
+from pipelines.training.models import (
     SPEC_FILE,
     booster_params,
     feature_matrix,
@@ -96,7 +96,7 @@ def resolve_xgb_params(defaults: XGBoostParams, best: Mapping[str, Any] | None) 
 def resample_train(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, *, cfg: ImbalanceTrainConfig, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample the train split (never valid or test) with pipelines/imbalance.py; weights follow rows."""
+    """Resample the train split (never valid or test) with pipelines/training/imbalance.py; weights follow rows."""
     if cfg.resample == "none":
         return x, y, w
 
