@@ -60,7 +60,7 @@ def prepare_small(work: Path, *, days: int, rows_per_day: int, rows: int, seed: 
     from pipelines.data.etl import lake_dates, read_partition, run_etl
     from pipelines.data.generate import generate_landing
     from pipelines.features.build import run_features
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     params = load_params(ROOT / "params.yaml")
     cfg = params.synthetic.model_copy(update={"days": days, "rows_per_day": rows_per_day})
@@ -140,7 +140,7 @@ def prepare_run(work: Path, *, registry: str, lake: str, rows: int, seed: int) -
     registry are not written)."""
     import shutil
 
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     reg = Registry(registry)
     version = reg.alias("champion")
@@ -188,7 +188,7 @@ END_TO_END = textwrap.dedent(
     from pipelines.core.config import load_params
     t_imp = time.perf_counter()
     from pipelines.predict import run_predict
-    import pipelines.data.etl, pipelines.features.build, pipelines.registry, pipelines.training.models, xgboost, tqdm  # one-off cost
+    import pipelines.data.etl, pipelines.features.build, pipelines.registry.store, pipelines.training.models, xgboost, tqdm  # one-off cost
     if pipelines.features.build.numba_available():
         import pipelines.features.kernels  # compiled code comes from the on-disk cache (compiled on first use)
     import_s = time.perf_counter() - t_imp

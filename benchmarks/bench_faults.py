@@ -168,7 +168,7 @@ def s3_outage(work: Path, landing: Path, reference_rows: int) -> dict[str, Any]:
 
 REGISTER = r"""
 import datetime as dt, sys
-from pipelines.registry import Registry
+from pipelines.registry.store import Registry
 Registry(sys.argv[1]).register(model_dir=sys.argv[2], evaluation_dir=sys.argv[3],
                                created_at=dt.datetime(2025, 3, 2, tzinfo=dt.UTC))
 """

@@ -54,7 +54,7 @@ from pipelines.core.config import Params
 from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
 from pipelines.edge.featurespec import Coded
-from pipelines.evaluate import json_safe
+from pipelines.evaluation.evaluate import json_safe
 from pipelines.features.build import (
     aggregate_columns,
     entity_aggregates,

@@ -53,7 +53,7 @@ from pipelines.core.samplers import stratified_indices
 from pipelines.data.etl import lake_dates, read_partition, validate_date
 from pipelines.data.sampling import ReservoirSampler, labels_at_cutoff
 from pipelines.edge.featurespec import feature_names_of
-from pipelines.registry import Registry
+from pipelines.registry.store import Registry
 
 __all__ = [
     "ChampionInfo",

@@ -42,7 +42,7 @@ from pipelines.features.build import (
     numba_available,
     parse_window,
 )
-from pipelines.registry import ALIASES, Registry, sha256_bytes
+from pipelines.registry.store import ALIASES, Registry, sha256_bytes
 from pipelines.training import models
 
 __all__ = [

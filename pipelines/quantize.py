@@ -48,8 +48,8 @@ from pipelines.core import storage
 from pipelines.core.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
 from pipelines.edge.featurespec import dumps_spec
 from pipelines.edge.runtime import EdgeModel
-from pipelines.evaluate import json_safe, labelled_rows
-from pipelines.registry import ALIASES, Registry, RegistryError, sha256_bytes
+from pipelines.evaluation.evaluate import json_safe, labelled_rows
+from pipelines.registry.store import ALIASES, Registry, RegistryError, sha256_bytes
 from pipelines.training import models
 from pipelines.training.models import quiet_tensorflow
 

@@ -53,7 +53,7 @@ from pipelines.core import storage
 from pipelines.core.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
 from pipelines.data.etl import lake_dates
 from pipelines.data.sampling import SplitWindows, compute_windows, labels_at_cutoff, run_sampling
-from pipelines.evaluate import run_evaluate
+from pipelines.evaluation.evaluate import run_evaluate
 from pipelines.features.build import (
     _attach_aggregates,
     history_table,
@@ -64,7 +64,7 @@ from pipelines.features.build import (
 )
 from pipelines.labeling.label import run_labeling
 from pipelines.quantize import run_quantize
-from pipelines.registry import Registry, file_sha256, load_champion, run_register
+from pipelines.registry.store import Registry, file_sha256, load_champion, run_register
 from pipelines.training.baselines import fit_baselines
 from pipelines.training.models import (
     KERAS_FILE,

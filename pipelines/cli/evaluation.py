@@ -11,8 +11,8 @@ import typer
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
 from pipelines.core import storage
-from pipelines.evaluate import run_evaluate
-from pipelines.registry import (
+from pipelines.evaluation.evaluate import run_evaluate
+from pipelines.registry.store import (
     ALIASES,
     Registry,
     RegistryError,

@@ -19,7 +19,7 @@ from pipelines.data.etl import lake_dates, run_etl
 from pipelines.data.generate import generate_landing
 from pipelines.init_profile import infer_profile, read_sample, write_profile
 from pipelines.profile_run import run_profile
-from pipelines.registry import RegistryError, git_info
+from pipelines.registry.store import RegistryError, git_info
 from pipelines.retrain import RetrainError, run_retrain
 from pipelines.summary import summarize
 

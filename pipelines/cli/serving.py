@@ -12,7 +12,7 @@ from pipelines.core import storage
 from pipelines.edge.runtime import main as edge_main
 from pipelines.predict import NoChampionError, PredictError, run_predict
 from pipelines.quantize import run_quantize
-from pipelines.registry import RegistryError
+from pipelines.registry.store import RegistryError
 from pipelines.training.models import quiet_tensorflow
 
 app = typer.Typer()

@@ -603,7 +603,7 @@ class BehaviouralConfig(_Model):
 
 
 class EvaluateConfig(_Model):
-    """Offline evaluation (pipelines/evaluate.py) on the test split's natural and hand labels."""
+    """Offline evaluation (pipelines/evaluation/evaluate.py) on the test split's natural and hand labels."""
 
     primary: str = Field(default="xgboost", min_length=1)  # the model the gate and the registry judge
     precision_target: float = Field(default=0.9, gt=0, le=1)  # recall at this precision
@@ -622,7 +622,7 @@ class EvaluateConfig(_Model):
 
 
 class ModelCardConfig(_Model):
-    """The model card's words for this data (pipelines/registry.py); neutral when unset."""
+    """The model card's words for this data (pipelines/registry/store.py); neutral when unset."""
 
     events: str | None = None  # what one scored row is, e.g. "card payments"; None: "events"
     positive: str | None = None  # what the positive class means, e.g. "fraud"; None: "the positive class"
@@ -630,7 +630,7 @@ class ModelCardConfig(_Model):
 
 
 class GateConfig(_Model):
-    """The promotion gate (pipelines/registry.py): every check must pass for a version to become champion."""
+    """The promotion gate (pipelines/registry/store.py): every check must pass for a version to become champion."""
 
     # on the candidate's own test split (the most recent labelled holdout)
     metric: Literal["pr_auc", "roc_auc"] = "pr_auc"

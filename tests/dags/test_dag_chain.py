@@ -84,7 +84,7 @@ def test_etl_train_monitor_retrain_chain(airflow_db, loopline_env, tmp_path, mon
     assert register["status"] == "champion", register
     from_registry = subprocess.run(
         [str(PIPELINE_VENV / "bin" / "python"), "-c",
-         f"from pipelines.registry import Registry; print(Registry({str(registry)!r}).alias('champion'))"],
+         f"from pipelines.registry.store import Registry; print(Registry({str(registry)!r}).alias('champion'))"],
         check=True, capture_output=True, text=True, cwd=project,
     ).stdout.strip()  # fmt: skip
     assert from_registry == register["version"]

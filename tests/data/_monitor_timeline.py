@@ -37,7 +37,7 @@ def build_timeline(base: Path, params, *, days: int = 50, rows_per_day: int = 20
     from pipelines.features.build import fit_spec, transform_columns
     from pipelines.edge.featurespec import dumps_spec
     from pipelines.data.generate import generate_landing
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     cfg = params.synthetic.model_copy(update={"days": days, "rows_per_day": rows_per_day})
     generate_landing(cfg, out=str(base / "landing"), seed=params.seed, progress=False)

@@ -34,7 +34,7 @@ def test_resolve_dates_one_range_or_newest_window():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, synthetic_lake, params):
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     case = edge_support.edge_case(tmp_path_factory, synthetic_lake, params)
     base = tmp_path_factory.mktemp("predict")

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from real_datasets import DATASETS, copy_project
 
-from pipelines.registry import Registry
+from pipelines.registry.store import Registry
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]

@@ -114,7 +114,7 @@ def s3_run(moto_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3
 
 
 def test_whole_pipeline_on_s3(s3_run: S3Run) -> None:
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     S = s3_run.uri
     # Nothing leaked to the working folder as a mangled "s3:/bucket/..." local path.
@@ -175,7 +175,7 @@ def test_whole_pipeline_on_s3(s3_run: S3Run) -> None:
 
 def test_tampered_champion_artifact_on_s3_is_refused(s3_run: S3Run) -> None:
     """Runs after the pipeline test (file order, one xdist group): it damages the champion."""
-    from pipelines.registry import Registry, TamperedArtifactError
+    from pipelines.registry.store import Registry, TamperedArtifactError
 
     reg = Registry(s3_run.uri("registry"))
     champion = reg.alias("champion")

@@ -18,8 +18,8 @@ from eval_support import build_features, make_candidate, test_evaluate_config
 from typer.testing import CliRunner
 
 from pipelines.core.config import GateConfig
-from pipelines.evaluate import compare_champion, run_evaluate
-from pipelines.registry import GateRefusedError, Registry, TamperedArtifactError, run_register
+from pipelines.evaluation.evaluate import compare_champion, run_evaluate
+from pipelines.registry.store import GateRefusedError, Registry, TamperedArtifactError, run_register
 
 pytestmark = pytest.mark.slow
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
@@ -159,7 +159,7 @@ def test_champion_with_another_spec_is_rescored_with_its_own(world, tmp_path, sy
 def test_a_slice_on_a_column_that_is_not_a_feature(tmp_path, synthetic_lake, params) -> None:
     """Slicing on a column the model does not use (features.drop) is a normal wish: the split files carry
     every declared column, and the evaluation slices on it."""
-    from pipelines.evaluate import slice_metrics
+    from pipelines.evaluation.evaluate import slice_metrics
 
     features = build_features(
         synthetic_lake / "lake", tmp_path, params, features_update={"drop": ["country"]}

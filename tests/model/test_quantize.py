@@ -140,7 +140,7 @@ def test_all_four_variants_with_int8_io_and_float32_parity(case):
 def test_failing_variant_is_not_published_and_the_card_says_why(case, params, tmp_path):
     """A gate int8 cannot meet (mean |diff| <= 1e-7): int8 is absent from the published folder, quantize.json
     and the registered version's model card name the reason; the float variants are still published."""
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     version = _registered(case, tmp_path, keras_tests=[_beh("merchant_id_swap", True)])
     reg = Registry(str(tmp_path / "registry"))
@@ -181,7 +181,7 @@ def _beh(name: str, passed: bool) -> dict:
 def _registered(case, tmp_path: Path, *, keras_tests: list[dict] | None) -> str:  # type: ignore[no-untyped-def]
     """Register the case's model with an evaluation whose Keras behavioural tests are ``keras_tests``
     (None: Keras was not tested)."""
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     evaluation = eval_support.minimal_evaluation()
     if keras_tests is not None:
@@ -220,7 +220,7 @@ def test_an_edge_model_failing_its_behavioural_tests_publishes_no_variant(case, 
     """The gate judges the model that ships: a Keras model failing an invariance test gets no TFLite variant,
     though every variant passes parity; a variant published by an earlier run is withdrawn; quantize.json and
     the card name the test. Without an evaluation, quantize refuses and names the fix."""
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     version = _registered(case, tmp_path, keras_tests=[_beh("merchant_id_swap", False)])
     reg = Registry(str(tmp_path / "registry"))

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.core import storage
-from pipelines.registry import Registry
+from pipelines.registry.store import Registry
 
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 REGISTER = r"""
 import datetime as dt, sys
-from pipelines.registry import Registry
+from pipelines.registry.store import Registry
 Registry(sys.argv[1]).register(model_dir=sys.argv[2], evaluation_dir=sys.argv[3],
                                created_at=dt.datetime(2025, 3, 2, tzinfo=dt.UTC))
 """

@@ -18,7 +18,7 @@ import pytest
 from eval_support import minimal_evaluation
 
 from pipelines.core import storage
-from pipelines.registry import ConcurrentUpdateError, Registry
+from pipelines.registry.store import ConcurrentUpdateError, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
@@ -26,7 +26,7 @@ T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 WORKER = r"""
 import json, sys, time
 from pathlib import Path
-from pipelines.registry import ConcurrentUpdateError, Registry
+from pipelines.registry.store import ConcurrentUpdateError, Registry
 
 registry, version, barrier, me, n = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 reg = Registry(registry)

@@ -116,7 +116,7 @@ def test_choose_mode_follows_the_schedule(params) -> None:
 
 @pytest.mark.slow
 def test_stateful_update_keeps_the_spec_and_records_its_parent(lake, bootstrapped, tmp_path, params) -> None:
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     reg_dir, boot = bootstrapped
     reg_dir = _copy(reg_dir, tmp_path)
@@ -152,7 +152,7 @@ def test_stateful_update_keeps_the_spec_and_records_its_parent(lake, bootstrappe
 def test_watermark_stays_on_an_empty_window_and_on_a_gate_refusal(
     lake, bootstrapped, tmp_path, params
 ) -> None:
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     reg_dir = _copy(bootstrapped[0], tmp_path)
     state = (reg_dir / "retrain_state.json").read_bytes()
@@ -173,7 +173,7 @@ def test_watermark_stays_on_an_empty_window_and_on_a_gate_refusal(
 
 @pytest.mark.slow
 def test_the_refit_schedule_runs_a_stateless_refit(lake, bootstrapped, tmp_path, params) -> None:
-    from pipelines.registry import Registry
+    from pipelines.registry.store import Registry
 
     reg_dir = _copy(bootstrapped[0], tmp_path)
     p = _params(params, refit_every=2)

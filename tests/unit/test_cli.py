@@ -95,7 +95,7 @@ def test_area_modules_define_their_commands_at_module_level() -> None:
 
 def test_registry_show_reads_as_a_summary_with_the_failed_check_first_class() -> None:
     """`loopline registry show` printed 94 lines of raw JSON; now a summary (`--json` keeps the record)."""
-    from pipelines.registry import describe_version
+    from pipelines.registry.store import describe_version
 
     lineage = {"version": "v2", "created_at": "2026-12-07T16:30:09+00:00", "parent_version": "v1",
                "git": {"commit": "f86eb0ce331a0e78", "dirty": True},
@@ -159,7 +159,7 @@ def test_local_path_options_keep_their_defaults(tmp_path, monkeypatch) -> None:
 
 def test_a_failure_ends_in_one_line_that_says_whether_it_is_loopline_s_own() -> None:
     from pipelines.cli import error_line
-    from pipelines.registry import RegistryError
+    from pipelines.registry.store import RegistryError
 
     assert error_line(RegistryError("version v1 is not in the registry r")) == (
         "error: version v1 is not in the registry r"

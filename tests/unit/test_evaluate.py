@@ -13,8 +13,8 @@ from pipelines.core.config import (
     InvarianceTest,
     PerturbationTest,
 )
-from pipelines.evaluate import behavioural_tests, slice_metrics
-from pipelines.registry import gate_decision, model_card, set_card_section
+from pipelines.evaluation.evaluate import behavioural_tests, slice_metrics
+from pipelines.registry.store import gate_decision, model_card, set_card_section
 
 
 def _slice_case() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -231,7 +231,7 @@ def test_the_perturbation_bound_follows_the_models_own_score_spread() -> None:
     """The fixed bound (0.01-0.02) was calibrated on a 1.7% fraud base rate: a good model on a 42% base rate
     series moved 0.032-0.045 and was refused. By default the bound is now a share of the model's score
     spread, and only raw numeric inputs are perturbed, never the derived aggregates."""
-    from pipelines.evaluate import _numeric_inputs, perturbation_bound
+    from pipelines.evaluation.evaluate import _numeric_inputs, perturbation_bound
 
     spec = {"inputs": {"amount": "numeric", "card_id__n_1h": "numeric", "channel": "categorical"},
             "aggregates": {"columns": ["card_id__n_1h"]}}  # fmt: skip
@@ -263,7 +263,7 @@ def test_noise_is_bounded_by_the_spread_and_skips_integer_valued_inputs() -> Non
     """On hotel bookings a good model was refused: 5% of arrival_date_year moved it by a century, and any
     nudge of a count such as total_of_special_requests (1 -> 0.99) crossed a tree split at x < 1. The noise
     is now at most 5% of the column's spread, and by default only non-integer measurements are perturbed."""
-    from pipelines.evaluate import _continuous, _noise_scale
+    from pipelines.evaluation.evaluate import _continuous, _noise_scale
 
     years = np.array([2015.0, 2016.0, 2017.0, np.nan])
     scale = _noise_scale(years)
@@ -295,7 +295,7 @@ def test_a_margin_that_chance_explains_is_rejected() -> None:
     0.0205 (margin 0.02) and became champion. The gate now also wants the one-sided 95% lower bound of the
     difference to the best baseline, over a paired bootstrap of the test rows, above 0."""
     from pipelines.core import metrics as M
-    from pipelines.evaluate import beyond_chance
+    from pipelines.evaluation.evaluate import beyond_chance
 
     rng = np.random.default_rng(4)
     n = 700

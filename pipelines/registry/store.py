@@ -46,7 +46,7 @@ from typing import Any
 from pipelines.core import storage
 from pipelines.core.config import GateConfig
 from pipelines.edge.featurespec import loads_spec
-from pipelines.evaluate import compare_champion, labelled_rows
+from pipelines.evaluation.evaluate import compare_champion, labelled_rows
 from pipelines.training import models
 
 __all__ = [
