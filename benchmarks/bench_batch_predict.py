@@ -1,8 +1,8 @@
 """Batch-prediction benchmark: 1M rows end to end against the floor of ``Booster.inplace_predict``.
 
-End to end (``pipelines.predict.run_predict`` on one lake partition of N rows): read the registry's champion
+End to end (``pipelines.serving.predict.run_predict`` on one lake partition of N rows): read the registry's champion
 (sha256-verified), read the partition and the narrow history before it, point-in-time aggregates, the spec
-transform in chunks, the model (``predict.scorer: auto``: the compiled trees of pipelines/treescore.py,
+transform in chunks, the model (``predict.scorer: auto``: the compiled trees of pipelines/serving/treescore.py,
 XGBoost's scores bit for bit), the predictions parquet (atomic write); and the same with ``scorer: xgboost``
 (``inplace_predict`` inside the pipeline), side by side. The floor: the same booster's
 ``inplace_predict`` on the already-prepared float32 feature matrix of the same rows. Each side runs in its own
@@ -187,7 +187,7 @@ END_TO_END = textwrap.dedent(
     from benchmarks._common import peak_rss_mb
     from pipelines.core.config import load_params
     t_imp = time.perf_counter()
-    from pipelines.predict import run_predict
+    from pipelines.serving.predict import run_predict
     import pipelines.data.etl, pipelines.features.build, pipelines.registry.store, pipelines.training.models, xgboost, tqdm  # one-off cost
     if pipelines.features.build.numba_available():
         import pipelines.features.kernels  # compiled code comes from the on-disk cache (compiled on first use)
@@ -229,8 +229,8 @@ FLOOR = textwrap.dedent(
     out = booster.inplace_predict(x, iteration_range=rng)
     same = bool(np.array_equal(np.asarray(out, dtype=np.float64), pred["score"].to_numpy()))
     rss = peak_rss_mb()
-    # the compiled trees alone (pipelines.treescore, one thread) on the same matrix, for the record
-    from pipelines.treescore import compile_booster
+    # the compiled trees alone (pipelines.serving.treescore, one thread) on the same matrix, for the record
+    from pipelines.serving.treescore import compile_booster
     trees = compile_booster(booster, rng)
     trees.predict(x[:1000])
     tree_walls = []
@@ -251,7 +251,7 @@ FLOOR = textwrap.dedent(
 
 def feature_matrix_for(lake: str, date: str, spec_path: str) -> np.ndarray:
     """The already-prepared float32 matrix of the scored rows, in the predictions' row order (not timed)."""
-    from pipelines.predict import LoadedModel, score_partition
+    from pipelines.serving.predict import LoadedModel, score_partition
 
     params = load_params(ROOT / "params.yaml")
     spec = json.loads(Path(spec_path).read_text())

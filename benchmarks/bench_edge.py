@@ -108,7 +108,7 @@ def bench_model(name: str, keras_model: Any, *, x_train: np.ndarray, y_train: np
                 y_test: np.ndarray, big: np.ndarray, rep_rows: int, latency_rows: int, seed: int,
                 out_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
     from pipelines.edge.runtime import EdgeModel
-    from pipelines.quantize import convert_variants, representative_sample
+    from pipelines.serving.quantize import convert_variants, representative_sample
 
     idx = representative_sample(x_train, y_train.astype(np.float64), rows=rep_rows, seed=seed)
     blobs = convert_variants(keras_model, x_train[idx])

@@ -63,8 +63,8 @@ from pipelines.features.build import (
     write_feature_splits,
 )
 from pipelines.labeling.label import run_labeling
-from pipelines.quantize import run_quantize
 from pipelines.registry.store import Registry, file_sha256, load_champion, run_register
+from pipelines.serving.quantize import run_quantize
 from pipelines.training.baselines import fit_baselines
 from pipelines.training.models import (
     KERAS_FILE,

@@ -10,9 +10,9 @@ import typer
 from pipelines.cli.common import ParamsOpt, log, params_or_exit
 from pipelines.core import storage
 from pipelines.edge.runtime import main as edge_main
-from pipelines.predict import NoChampionError, PredictError, run_predict
-from pipelines.quantize import run_quantize
 from pipelines.registry.store import RegistryError
+from pipelines.serving.predict import NoChampionError, PredictError, run_predict
+from pipelines.serving.quantize import run_quantize
 from pipelines.training.models import quiet_tensorflow
 
 app = typer.Typer()

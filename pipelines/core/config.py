@@ -743,7 +743,7 @@ _ALL_TFLITE_VARIANTS: tuple[TFLiteVariant, ...] = ("float32", "float16", "dynami
 
 
 class QuantizeConfig(_Model):
-    """TFLite post-training quantization (pipelines/quantize.py) with a parity gate per variant."""
+    """TFLite post-training quantization (pipelines/serving/quantize.py) with a parity gate per variant."""
 
     variants: list[TFLiteVariant] = Field(default_factory=lambda: list(_ALL_TFLITE_VARIANTS))
     default_variant: TFLiteVariant = "int8"  # the edge model (benchmarks, docs)
@@ -759,7 +759,7 @@ class QuantizeConfig(_Model):
 
 
 class PredictConfig(_Model):
-    """Batch prediction (pipelines/predict.py) of lake partitions with the registry's champion."""
+    """Batch prediction (pipelines/serving/predict.py) of lake partitions with the registry's champion."""
 
     model: str = Field(
         default="xgboost", pattern=r"^(xgboost|keras|tflite:(float32|float16|dynamic_range|int8))$"
@@ -768,7 +768,7 @@ class PredictConfig(_Model):
     chunk_rows: int = Field(default=250_000, ge=1_000, le=50_000_000)  # rows scored at a time (memory bound)
     lookback_days: int = Field(default=60, ge=1, le=3660)  # history for secs_since_prev (see predict.py)
     extra_columns: list[str] = Field(default_factory=list)  # kept on every prediction row (e.g. slices)
-    # XGBoost's scores by pipelines.treescore (compiled) or Booster.inplace_predict; auto: compiled if it can
+    # XGBoost's scores by pipelines.serving.treescore (compiled) or Booster.inplace_predict; auto: compiled if it can
     scorer: Literal["auto", "compiled", "xgboost"] = "auto"
 
 
@@ -823,7 +823,9 @@ class RetrainConfig(_Model):
     keras: bool = True  # also update the Keras edge model (fine-tune, or retrain on a refit)
     keras_epochs: int = Field(default=2, ge=1, le=1000)  # stateful fine-tune epochs
     keras_lr_factor: float = Field(default=0.1, gt=0, le=1)  # fine-tune learning rate = train.keras lr x this
-    quantize: bool = True  # TFLite variants of a promoted candidate's Keras model (pipelines/quantize.py)
+    quantize: bool = (
+        True  # TFLite variants of a promoted candidate's Keras model (pipelines/serving/quantize.py)
+    )
     backtest: BacktestConfig = BacktestConfig()
 
 

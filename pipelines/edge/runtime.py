@@ -6,7 +6,7 @@ interpreter: ``ai_edge_litert`` (the maintained LiteRT package) or, failing that
 models, see docs/edge.md). Nothing here imports pandas, TensorFlow or the rest of the pipeline (a test runs
 the CLI with ``LOOPLINE_EDGE_REPORT_MODULES=1`` and checks ``sys.modules``).
 
-The model contract (written by :mod:`pipelines.quantize`): one input ``features`` of shape
+The model contract (written by :mod:`pipelines.serving.quantize`): one input ``features`` of shape
 ``[batch, n_features]`` in ``spec["feature_names"]`` order, float32 or int8; one output of shape
 ``[batch, 1]``, float32 or int8. When the signature names the output ``logit`` the runtime applies the
 sigmoid itself (in float64): an int8 output then spends its 256 levels on log-odds, where fraud scores

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 import edge_support
 import eval_support
 
-from pipelines.predict import PredictError, resolve_dates, run_predict
+from pipelines.serving.predict import PredictError, resolve_dates, run_predict
 
 DATES = [f"2025-01-{d:02d}" for d in range(1, 21)]
 
@@ -141,10 +141,10 @@ def test_without_numba_the_numpy_reference_writes_the_same_predictions(setup, pa
 
 @pytest.mark.slow
 def test_compiled_trees_and_xgboost_write_the_same_predictions(setup, params, tmp_path, caplog):
-    """scorer compiled (pipelines.treescore) and scorer xgboost (Booster.inplace_predict) write the same
+    """scorer compiled (pipelines.serving.treescore) and scorer xgboost (Booster.inplace_predict) write the same
     file byte for byte; the summary names the scorer; a compiled scorer that disagrees on the first rows
     of a run is dropped for XGBoost, and the file is still XGBoost's."""
-    from pipelines import treescore
+    from pipelines.serving import treescore
 
     kw = {"lake": str(setup["lake"]), "registry": str(setup["registry"]), "date": "2025-01-19",
           "params": params, "progress": False}  # fmt: skip
@@ -171,7 +171,7 @@ def test_compiled_trees_and_xgboost_write_the_same_predictions(setup, params, tm
     monkey.setattr(treescore.CompiledTrees, "verify", lambda self, booster, rng, x=None: 0)
     monkey.setattr(treescore.CompiledTrees, "predict", off)
     try:
-        with caplog.at_level("WARNING", logger="pipelines.predict"):
+        with caplog.at_level("WARNING", logger="pipelines.serving.predict"):
             s = run_predict(out=str(tmp_path / "off"), cfg=params.predict, **kw)
     finally:
         monkey.undo()
@@ -184,7 +184,7 @@ def test_compiled_trees_and_xgboost_write_the_same_predictions(setup, params, tm
 
 @pytest.mark.slow
 def test_tflite_variant_from_the_registry(setup, params, tmp_path):
-    from pipelines.quantize import run_quantize
+    from pipelines.serving.quantize import run_quantize
 
     with pytest.raises(PredictError, match="no published TFLite model; run `loopline quantize"):
         run_predict(lake=str(setup["lake"]), registry=str(setup["registry"]), out=str(tmp_path / "p"),

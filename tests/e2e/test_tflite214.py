@@ -110,7 +110,7 @@ def _device_scores(device, case, variant: str, out: Path) -> subprocess.Complete
 
 
 def _litert_scores(case, variant: str) -> np.ndarray:
-    from pipelines.quantize import edge_scores
+    from pipelines.serving.quantize import edge_scores
     from pipelines.training.models import feature_matrix
 
     return edge_scores(

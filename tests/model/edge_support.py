@@ -89,7 +89,7 @@ def edge_case(tmp_path_factory, synthetic_lake: Path, params) -> dict[str, Path]
     sys.path.insert(0, str(Path(__file__).parent))
     import eval_support
 
-    from pipelines.quantize import run_quantize
+    from pipelines.serving.quantize import run_quantize
 
     base = tmp_path_factory.mktemp("edge_case")
     features = eval_support.build_features(synthetic_lake / "lake", base / "build", params)

@@ -110,7 +110,7 @@ def test_edge_cli_never_imports_pandas_or_tensorflow(case, rows, tmp_path):
 def test_edge_cli_scores_equal_server_side_scores_exactly(case, rows, variant, tmp_path):
     """CSV text -> numpy transform -> TFLite on the device path; the features parquet -> the quantize
     stage's scoring path on the server: the same 1,000 scores, bit for bit."""
-    from pipelines.quantize import edge_scores
+    from pipelines.serving.quantize import edge_scores
     from pipelines.training.models import feature_matrix
 
     frame, spec, csv_path = rows

@@ -16,7 +16,7 @@ import edge_support
 import eval_support
 
 from pipelines.core.config import QuantizeGateConfig
-from pipelines.quantize import (
+from pipelines.serving.quantize import (
     card_section,
     edge_behaviour,
     operating_threshold,

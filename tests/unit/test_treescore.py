@@ -10,7 +10,7 @@ import pytest
 xgb = pytest.importorskip("xgboost")
 pytest.importorskip("numba")
 
-from pipelines import treescore  # noqa: E402
+from pipelines.serving import treescore  # noqa: E402
 
 
 def _data(rows: int = 3000, features: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ The arithmetic is XGBoost's own: a split goes right when ``not (x < threshold)``
 (NaN) takes the default side; the margin starts at the base score's margin and adds the trees' leaves in
 float32, tree after tree; the probability is XGBoost's float32 sigmoid. :meth:`CompiledTrees.verify`
 checks the result against the booster itself on rows built from the model's own thresholds (each value
-just below, at and above a threshold, and missing), and :mod:`pipelines.predict` also checks the first
+just below, at and above a threshold, and missing), and :mod:`pipelines.serving.predict` also checks the first
 rows of every run; any difference falls back to XGBoost.
 
 Supported: ``gbtree`` boosters with numerical splits, one output (``binary:logistic`` or

@@ -62,7 +62,7 @@ class LoadedModel:
     version: str
     spec: dict[str, Any]
     predict_matrix: Callable[[np.ndarray], np.ndarray]
-    # what computes the scores: "compiled" (pipelines.treescore) or "xgboost" for an XGBoost model, else
+    # what computes the scores: "compiled" (pipelines.serving.treescore) or "xgboost" for an XGBoost model, else
     # the model's name; a fallback during a run rewrites it with the reason
     scorer: str = ""
 
@@ -110,7 +110,7 @@ def resolve_dates(
 def load_model(registry: str, *, version: str | None, model: str, scorer: str = "auto") -> LoadedModel:
     """A registered model from verified bytes: ``xgboost`` (default), ``keras`` or ``tflite:<variant>``.
 
-    ``scorer`` (XGBoost only): ``compiled`` scores with :mod:`pipelines.treescore` (XGBoost's scores bit for
+    ``scorer`` (XGBoost only): ``compiled`` scores with :mod:`pipelines.serving.treescore` (XGBoost's scores bit for
     bit, about half the CPU; checked against the booster on probe rows at load and on the first rows
     scored, falling back to XGBoost on any difference), ``xgboost`` with ``Booster.inplace_predict``,
     ``auto`` compiled where numba is installed and the booster is supported."""
@@ -199,7 +199,7 @@ def _xgboost_predictor(
         return xgb_predict, "xgboost"
     if not numba_available():
         raise PredictError("scorer compiled needs numba (pip install numba), or set predict.scorer: xgboost")
-    from pipelines import treescore  # optional: numba; XGBoost scores without it
+    from pipelines.serving import treescore  # optional: numba; XGBoost scores without it
 
     try:
         compiled = treescore.compile_booster(booster, rng)
