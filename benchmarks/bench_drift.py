@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import peak_rss_mb, table, timed, write_result
 from pipelines.core import drift as D
 from pipelines.core.config import MonitorConfig
-from pipelines.monitor import MonitorState, Window, compute_figures, decide
+from pipelines.monitoring.monitor import MonitorState, Window, compute_figures, decide
 
 N_NUM, N_CAT = 20, 10
 

@@ -14,7 +14,7 @@ teacher in the real stage; it is left out here to keep the replay fast):
 - ``stateful``: every period, ``retrain.stateful_rounds`` trees added on the rows since the watermark;
 - ``stateful_refit``: the same, with a stateless refit every ``retrain.refit_every``-th retrain, past
   ``retrain.max_trees`` or when the gate refuses the update (the retrain stage's schedule);
-- ``policy``: the monitor decides (pipelines/monitor.py :func:`monitor_period` and :func:`decide`, params
+- ``policy``: the monitor decides (pipelines/monitoring/monitor.py :func:`monitor_period` and :func:`decide`, params
   ``monitor``); a decided retrain is the retrain stage's (stateful, refit on schedule / gate failure).
   Its cost is training plus every period's check.
 
@@ -62,7 +62,7 @@ from pipelines.features.build import (
     fit_spec,
     frame_to_columns,
 )
-from pipelines.monitor import (
+from pipelines.monitoring.monitor import (
     MonitorState,
     Window,
     feature_importance,
@@ -435,7 +435,7 @@ def _retrain(ctx: _Ctx, run: Run, cutoff: dt.datetime, *, kind: str, seed: int) 
 def _check(
     ctx: _Ctx, run: Run, window: tuple[dt.date, dt.date], scores: np.ndarray, *, seed: int
 ) -> dict[str, Any]:
-    """The policy's check of one period: figures + decision (pipelines/monitor.py), and its CPU."""
+    """The policy's check of one period: figures + decision (pipelines/monitoring/monitor.py), and its CPU."""
 
     c0 = time.process_time()
     p, m = ctx.params, run.model

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
-from pipelines.monitor import run_monitor
+from pipelines.monitoring.monitor import run_monitor
 
 app = typer.Typer()
 

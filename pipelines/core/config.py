@@ -649,7 +649,7 @@ class GateConfig(_Model):
 
 
 class MonitorReferenceConfig(_Model):
-    """What the current window is compared with (pipelines/monitor.py)."""
+    """What the current window is compared with (pipelines/monitoring/monitor.py)."""
 
     kind: Literal["training", "trailing", "seasonal"] = "training"  # training: the champion's data window
     days: int = Field(
@@ -691,7 +691,7 @@ class MonitorDriftConfig(_Model):
 
 
 class MonitorPolicyConfig(_Model):
-    """The retrain decision (pipelines/monitor.py ``decide``)."""
+    """The retrain decision (pipelines/monitoring/monitor.py ``decide``)."""
 
     metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     performance_margin: float = Field(default=0.1, ge=0, le=1)  # live below the champion's offline by more

@@ -22,7 +22,7 @@ def timeline(tmp_path_factory, params):
 
 
 def test_load_window_stays_within_the_row_budget(synthetic_lake, params) -> None:
-    from pipelines.monitor import Window, load_window
+    from pipelines.monitoring.monitor import Window, load_window
 
     lake = str(synthetic_lake / "lake")
     w = Window(dt.date(2025, 1, 1), dt.date(2025, 1, 20))
@@ -44,7 +44,7 @@ def test_load_window_stays_within_the_row_budget(synthetic_lake, params) -> None
 @pytest.mark.slow
 def test_decision_fires_at_the_onset_and_not_before(timeline, params, tmp_path) -> None:
     from pipelines.core.drift import decision_verdict
-    from pipelines.monitor import run_monitor
+    from pipelines.monitoring.monitor import run_monitor
 
     cfg = params.monitor.model_copy(update={"evidently_report": False})
     out = str(tmp_path / "monitor")
@@ -97,7 +97,7 @@ def test_every_page_states_the_decision_that_acts(timeline, params, tmp_path, da
     import re
 
     from pipelines.core.drift import decision_verdict
-    from pipelines.monitor import run_monitor
+    from pipelines.monitoring.monitor import run_monitor
     from pipelines.run_report import write_run_report
 
     reports = tmp_path / "reports"

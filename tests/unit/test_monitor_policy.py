@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from pipelines.core.config import MonitorConfig, MonitorPolicyConfig
-from pipelines.monitor import MonitorState, Window, decide, reference_window
+from pipelines.monitoring.monitor import MonitorState, Window, decide, reference_window
 
 POLICY = MonitorPolicyConfig(
     cooldown_periods=3, performance_margin=0.1, severe_margin=0.2, min_positives=100, importance_threshold=0.1
@@ -164,7 +164,7 @@ def test_a_missing_figure_comes_with_its_reason_never_a_bare_null() -> None:
     import numpy as np
     import pandas as pd
 
-    from pipelines.monitor import SCORE, compute_figures, summary_html
+    from pipelines.monitoring.monitor import SCORE, compute_figures, summary_html
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"amount": rng.gamma(2.0, 30.0, 2000), "label": rng.integers(0, 2, 2000)})
@@ -189,7 +189,7 @@ def test_a_missing_figure_comes_with_its_reason_never_a_bare_null() -> None:
 
 def test_the_evidently_page_leads_with_the_decision_that_acts() -> None:
     """Before, Evidently's "Dataset Drift is NOT detected" stood alone beside Loopline's retrain."""
-    from pipelines.monitor import with_decision_banner
+    from pipelines.monitoring.monitor import with_decision_banner
 
     evidently = "<html><head></head><body class='x'><h1>Dataset Drift is NOT detected</h1></body></html>"
     page = with_decision_banner(

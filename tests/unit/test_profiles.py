@@ -133,7 +133,7 @@ def test_hotel_profile_retrains_every_other_month_and_refits_every_third_time() 
     import datetime as dt
 
     from pipelines.backtest import periods_of
-    from pipelines.monitor import MonitorState, Window, decide
+    from pipelines.monitoring.monitor import MonitorState, Window, decide
     from pipelines.retrain import RetrainState, choose_mode
 
     p = load_params(ROOT / "profiles" / "hotel.yaml")
