@@ -11,17 +11,17 @@ from typing import Annotated
 
 import typer
 
-from pipelines.backtest import load_timeline, markdown_table, run_backtest, write_outputs
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.core import storage
 from pipelines.core.config import ConfigError
 from pipelines.data.etl import lake_dates, run_etl
 from pipelines.data.generate import generate_landing
-from pipelines.init_profile import infer_profile, read_sample, write_profile
-from pipelines.profile_run import run_profile
+from pipelines.lifecycle.backtest import load_timeline, markdown_table, run_backtest, write_outputs
+from pipelines.lifecycle.init_profile import infer_profile, read_sample, write_profile
+from pipelines.lifecycle.profile_run import run_profile
+from pipelines.lifecycle.retrain import RetrainError, run_retrain
+from pipelines.lifecycle.summary import summarize
 from pipelines.registry.store import RegistryError, git_info
-from pipelines.retrain import RetrainError, run_retrain
-from pipelines.summary import summarize
 
 app = typer.Typer()
 

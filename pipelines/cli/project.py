@@ -12,7 +12,7 @@ import yaml
 from pipelines.cli.common import ParamsOpt, params_or_exit
 from pipelines.core.config import edit_target, params_comments, params_origins
 from pipelines.data.sources import adapter_for
-from pipelines.profile_run import pipeline_param_keys
+from pipelines.lifecycle.profile_run import pipeline_param_keys
 
 app = typer.Typer()
 params_app = typer.Typer(help="Every parameter with its value and origin (the file, or the code's default).")

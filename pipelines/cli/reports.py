@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.common import local_path
-from pipelines.run_report import write_run_report
-from pipelines.summary import summarize
+from pipelines.lifecycle.run_report import write_run_report
+from pipelines.lifecycle.summary import summarize
 
 app = typer.Typer()
 

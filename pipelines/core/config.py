@@ -783,7 +783,7 @@ _BACKTEST_STRATEGIES: tuple[BacktestStrategy, ...] = (
 
 
 class BacktestConfig(_Model):
-    """The backtest (pipelines/backtest.py): a timeline replayed period by period, strategies side by side."""
+    """The backtest (pipelines/lifecycle/backtest.py): a timeline replayed period by period, strategies side by side."""
 
     periods: Literal["daily", "weekly", "monthly"] = "weekly"
     start: dt.date | None = None  # first scored period; None: the lake's first day + warmup_days
@@ -807,7 +807,7 @@ class BacktestConfig(_Model):
 
 
 class RetrainConfig(_Model):
-    """Retraining (pipelines/retrain.py): stateful updates of the champion, a stateless refit on a schedule."""
+    """Retraining (pipelines/lifecycle/retrain.py): stateful updates of the champion, a stateless refit on a schedule."""
 
     mode: Literal["auto", "stateful", "stateless"] = "auto"  # auto: stateful unless the schedule says refit
     xgboost_method: Literal["add_trees", "refresh_leaf", "refresh_and_add"] = "add_trees"

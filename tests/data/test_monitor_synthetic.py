@@ -98,7 +98,7 @@ def test_every_page_states_the_decision_that_acts(timeline, params, tmp_path, da
 
     from pipelines.core.drift import decision_verdict
     from pipelines.monitoring.monitor import run_monitor
-    from pipelines.run_report import write_run_report
+    from pipelines.lifecycle.run_report import write_run_report
 
     reports = tmp_path / "reports"
     run_monitor(lake=timeline["lake"], predictions=timeline["predictions"], registry=timeline["registry"],

@@ -16,9 +16,9 @@ ONSET = dt.date(2025, 2, 12)  # a period start: warmup 21 days from 2025-01-01 -
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory, params):
-    from pipelines.backtest import load_timeline, run_backtest, write_outputs
     from pipelines.data.etl import run_etl
     from pipelines.data.generate import generate_landing
+    from pipelines.lifecycle.backtest import load_timeline, run_backtest, write_outputs
 
     base = tmp_path_factory.mktemp("backtest")
     syn = params.synthetic.model_copy(

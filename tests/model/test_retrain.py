@@ -69,7 +69,7 @@ def lake(tmp_path_factory, params) -> str:
 
 
 def _run(lake, reg, tmp, p, *, as_of, mode=None, decision=None):
-    from pipelines.retrain import run_retrain
+    from pipelines.lifecycle.retrain import run_retrain
 
     return run_retrain(lake=lake, registry=str(reg), features_out=str(tmp / "features"), out=str(tmp / "cand"),
                        reports=str(tmp / "reports"), params=p, mode=mode, decision=decision, as_of=as_of,
@@ -95,7 +95,7 @@ def _state(reg: Path) -> dict:
 
 
 def test_choose_mode_follows_the_schedule(params) -> None:
-    from pipelines.retrain import RetrainState, choose_mode
+    from pipelines.lifecycle.retrain import RetrainState, choose_mode
 
     cfg = params.retrain.model_copy(update={"refit_every": 3, "max_trees": 100})
     kw = {"requested": "auto", "cfg": cfg, "has_champion": True}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.backtest import Timeline, _Ctx, _us
+from pipelines.lifecycle.backtest import Timeline, _Ctx, _us
 
 DAY = dt.timedelta(days=1)
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -66,8 +66,8 @@ def test_train_and_holdout_windows_never_share_a_row(split_on: str) -> None:
 def test_coded_timeline_columns_give_the_same_matrix_as_the_frame_path(synthetic_lake, params) -> None:
     """The backtest transforms dictionary-coded timeline columns; the matrix must be the frame path's, byte for
     byte, on any row subset (text with missing values, numbers, times, the aggregates)."""
-    from pipelines.backtest import load_timeline
     from pipelines.features.build import fit_spec, transform_columns
+    from pipelines.lifecycle.backtest import load_timeline
 
     tl = load_timeline(str(synthetic_lake / "lake"), params)
     ctx = _Ctx(tl, params, maturity_days=0, holdout_days=7, train_days=30, monitored={})

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipelines.core.config import load_params, parse_params
-from pipelines.init_profile import (
+from pipelines.lifecycle.init_profile import (
     detect_time_format,
     infer_profile,
     numeric_range,
@@ -379,7 +379,7 @@ def test_init_detects_a_latin1_export_and_etl_reads_it_whole(tmp_path) -> None:
 
 
 def test_a_stray_byte_in_a_utf8_file_keeps_utf8() -> None:
-    from pipelines.init_profile import detect_encoding
+    from pipelines.lifecycle.init_profile import detect_encoding
 
     text = "id,name\n1,Zoë\n2,Ana\n".encode() + b"3,caf\xe9\n"
     encoding, note = detect_encoding(text)

@@ -68,7 +68,7 @@ def test_no_default_is_written_in_two_places(name: str) -> None:
     import yaml
 
     from pipelines.core.config import load_params, params_origins
-    from pipelines.profile_run import has_key, pipeline_param_keys
+    from pipelines.lifecycle.profile_run import has_key, pipeline_param_keys
 
     declared = pipeline_param_keys(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
     raw = yaml.safe_load((ROOT / name).read_text())

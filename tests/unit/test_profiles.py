@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipelines.core.config import load_params
-from pipelines.profile_run import (
+from pipelines.lifecycle.profile_run import (
     has_key,
     landing_for,
     load_params_text,
@@ -132,9 +132,9 @@ def test_hotel_profile_retrains_every_other_month_and_refits_every_third_time() 
     backtest's windows run on the label's clock (outcomes mature at arrival, 0-700 days after booking)."""
     import datetime as dt
 
-    from pipelines.backtest import periods_of
+    from pipelines.lifecycle.backtest import periods_of
+    from pipelines.lifecycle.retrain import RetrainState, choose_mode
     from pipelines.monitoring.monitor import MonitorState, Window, decide
-    from pipelines.retrain import RetrainState, choose_mode
 
     p = load_params(ROOT / "profiles" / "hotel.yaml")
     drifted = {

@@ -6,8 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from pipelines.run_report import markdown_to_html, write_run_report
-from pipelines.summary import summarize
+from pipelines.lifecycle.run_report import markdown_to_html, write_run_report
+from pipelines.lifecycle.summary import summarize
 
 
 def _write(path: Path, obj: object) -> None:
@@ -107,7 +107,7 @@ def test_a_failed_run_names_its_stage_and_marks_older_figures(tmp_path: Path) ->
     import subprocess
     import sys
 
-    from pipelines.profile_run import _repro
+    from pipelines.lifecycle.profile_run import _repro
 
     ws = tmp_path / "ws"
     ws.mkdir()

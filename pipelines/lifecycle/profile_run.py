@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from pipelines.core.config import EDIT_MARKER, Params, load_params, parse_params
-from pipelines.run_report import write_run_report
+from pipelines.lifecycle.run_report import write_run_report
 
 __all__ = ["landing_for", "prepare_workspace", "profile_file", "run_profile", "workspace_dvc_yaml"]
 

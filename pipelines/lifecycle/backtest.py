@@ -62,6 +62,7 @@ from pipelines.features.build import (
     fit_spec,
     frame_to_columns,
 )
+from pipelines.lifecycle.retrain import RetrainError, RetrainState, choose_mode, continue_xgboost
 from pipelines.monitoring.monitor import (
     MonitorState,
     Window,
@@ -70,7 +71,6 @@ from pipelines.monitoring.monitor import (
     monitored_columns,
     reference_window,
 )
-from pipelines.retrain import RetrainError, RetrainState, choose_mode, continue_xgboost
 from pipelines.training.imbalance import scale_pos_weight
 from pipelines.training.models import booster_params
 from pipelines.training.train import fit_xgboost, resolve_xgb_params
