@@ -80,7 +80,7 @@ lint: venv ## ruff, format check, mypy and the import contracts (pyproject.toml 
 	$(BIN)/lint-imports --no-cache
 
 graph: venv ## the package's import graph: layers, cycles, upward and function-local imports
-	$(BIN)/python -m pipelines.import_graph
+	$(BIN)/python -m pipelines.devtools.import_graph
 
 format: venv ## format the code
 	$(BIN)/ruff format pipelines plugins dags tests benchmarks

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipelines import import_graph
 from pipelines.cli.common import local_path
 from pipelines.core import plots_page
+from pipelines.devtools import import_graph
 
 app = typer.Typer()
 

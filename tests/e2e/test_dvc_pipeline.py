@@ -14,7 +14,7 @@ import pytest
 import yaml
 from tiny_params import shrink_for_wiring
 
-from pipelines.import_graph import stage_code
+from pipelines.devtools.import_graph import stage_code
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines import import_graph as g
 from pipelines.cli import app
+from pipelines.devtools import import_graph as g
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -210,3 +210,21 @@ def test_every_module_has_a_place_in_the_layers_contract() -> None:
         m for m in graph.modules if m != g.PACKAGE and not any(m == n or m.startswith(n + ".") for n in named)
     )
     assert unplaced == [], f"add these to a layer in pyproject.toml [tool.importlinter]: {unplaced}"
+
+
+def test_the_graph_script_reads_this_project_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """``make graph`` runs the module without arguments: it must find the project root from its own place."""
+    assert g.main([]) == 0
+    out = capsys.readouterr().out
+    assert "cycles: 0" in out and "upward imports (against the declared layers): 0" in out
+    assert "declared layers (pyproject.toml, top first): " in out
+    assert "  pipelines.core | pipelines.edge" in out
+
+
+def test_every_module_lives_in_a_lifecycle_package() -> None:
+    """The layout shows the architecture: the top of pipelines/ holds only the package marker."""
+    top = sorted(p.name for p in (ROOT / "pipelines").glob("*.py"))
+    assert top == ["__init__.py"], top
+    declared = {name for layer in g.declared_layers(ROOT / "pyproject.toml") for name in layer}
+    packages = {f"pipelines.{p.parent.name}" for p in (ROOT / "pipelines").glob("*/__init__.py")}
+    assert packages == declared, "each lifecycle package is one name in the layers contract"

@@ -2,7 +2,7 @@
 each DVC stage's code closure (the modules a stage runs, which its ``dvc.yaml`` deps must cover).
 
 Pure analysis of source text: nothing is imported, so it runs on a tree whose dependencies are not installed.
-``python -m pipelines.import_graph`` (``make graph``) prints the report; ``loopline dvc-deps --check`` /
+``python -m pipelines.devtools.import_graph`` (``make graph``) prints the report; ``loopline dvc-deps --check`` /
 ``--write`` keeps ``dvc.yaml`` true.
 """
 
@@ -512,6 +512,7 @@ class Figures:
     local: list[Import]
     largest: str
     largest_lines: int
+    declared: list[list[str]] = field(default_factory=list)  # the layers contract, top first
 
     @property
     def layers(self) -> int:
@@ -521,16 +522,18 @@ class Figures:
 def report(root: Path) -> Figures:
     graph = read_graph(root)
     biggest = max(graph.lines, key=lambda m: graph.lines[m])
+    declared = declared_layers(root / "pyproject.toml")
     return Figures(
         modules=len(graph.modules),
         lines=sum(graph.lines.values()),
         import_statements=len(graph.imports),
         depth=depth_layers(graph),
         cycles=cycles(graph),
-        upward=upward_imports(graph, declared_layers(root / "pyproject.toml")),
+        upward=upward_imports(graph, declared),
         local=[i for i in graph.imports if i.local and not i.type_only],
         largest=biggest,
         largest_lines=graph.lines[biggest],
+        declared=declared,
     )
 
 
@@ -542,6 +545,8 @@ def format_report(f: Figures) -> str:
     ]
     for level in sorted(set(f.depth.values()), reverse=True):
         out.append(f"  {level:2d}: " + ", ".join(sorted(m for m, d in f.depth.items() if d == level)))
+    out.append(f"declared layers (pyproject.toml, top first): {len(f.declared)}")
+    out += ["  " + " | ".join(layer) for layer in f.declared]
     out.append(f"cycles: {len(f.cycles)}")
     out += ["  " + " <-> ".join(c) for c in f.cycles]
     out.append(f"upward imports (against the declared layers): {len(f.upward)}")
@@ -559,7 +564,7 @@ def format_report(f: Figures) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    root = Path(argv[0]) if argv else Path(__file__).resolve().parents[1]
+    root = Path(argv[0]) if argv else Path(__file__).resolve().parents[2]
     print(format_report(report(root)))
     return 0
 
