@@ -12,13 +12,17 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import sys
+import traceback
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from pipelines.cli.common import setup_logging
+from pipelines.core import errors
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,20 @@ class LazyGroup(TyperGroup):
             )
         return area_group(entry.module).get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: Any) -> Any:
+        """The one error handler: a failure the user can fix ends with one line naming the file, key or row
+        and the fix (exit 2; exit 1 for a check that refused, e.g. validation or the gate); a bug propagates
+        to :func:`main` with its traceback."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            if not errors.is_expected(err):
+                raise
+            typer.echo(errors.error_line(err), err=True)
+            raise typer.Exit(errors.exit_code(err)) from None
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
         try:
@@ -211,28 +229,19 @@ def record_peak_memory(stage: str, reports: str) -> None:
         pass
 
 
-def error_line(err: BaseException) -> str:
-    """The one line a failed command ends with. Loopline's own errors and storage errors (OSError) carry a
-    message written for the user (the file, key or object, and the fix); anything else is reported as what
-    it is, an internal error, with the way to the traceback."""
-    message = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, OSError) or type(err).__module__.split(".")[0] == "pipelines":
-        return f"error: {message}"
-    return (
-        f"error: internal error ({type(err).__name__}: {message}); a bug in Loopline or an input it does not "
-        "check yet: run again with -v for the traceback and report it"
-    )
-
-
 def main() -> None:
-    """The ``loopline`` entry point: a failure ends with one line (the traceback too with -v)."""
-    import sys
-    import traceback
-
+    """The ``loopline`` entry point. An expected failure was already reported in one line by
+    :meth:`LazyGroup.invoke`; what reaches here is a bug: its traceback, one line saying so, exit 1."""
     try:
         app()
     except Exception as err:  # typer handles its own exits and usage errors before this
-        if "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]:
-            traceback.print_exc()
-        print(error_line(err), file=sys.stderr)
+        if errors.is_expected(err):  # raised outside a command (e.g. in the callback)
+            typer.echo(errors.error_line(err), err=True)
+            sys.exit(errors.exit_code(err))
+        traceback.print_exc()
+        typer.echo(
+            f"error: internal error ({type(err).__name__}); a bug in Loopline or an input it does not check "
+            "yet: please report it with the traceback above",
+            err=True,
+        )
         sys.exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -11,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from pipelines.core.config import PARAMS_FILE_ENV, ConfigError, Params, edit_target, load_params
+from pipelines.core.config import PARAMS_FILE_ENV, Params, edit_target, load_params
+from pipelines.core.errors import InputError
 
 log = logging.getLogger("loopline")
 
@@ -49,11 +51,25 @@ def setup_logging(verbose: bool = False) -> None:
 
 def params_or_exit(path: Path) -> Params:
     """The validated params, or one line naming the file and key and exit 2."""
-    try:
-        params = load_params(path)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    params = load_params(path)  # a ConfigError ends the command in one line (pipelines.cli.LazyGroup.invoke)
     # messages about a parameter name the file the user edits (the profile behind a `loopline run` copy)
     os.environ[PARAMS_FILE_ENV] = edit_target(path, path.read_text(encoding="utf-8"))
     return params
+
+
+def iso_date(value: str, option: str) -> dt.date:
+    """A command-line date, or one line naming the option and the form it takes."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{option} {value!r}: expected a date YYYY-MM-DD, e.g. 2024-03-01") from None
+
+
+def iso_time(value: str, option: str) -> dt.datetime:
+    """A command-line time (a date alone means its midnight), or one line naming the option and the form."""
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(
+            f"{option} {value!r}: expected an ISO date or time, e.g. 2024-03-01 or 2024-03-01T12:00:00+00:00"
+        ) from None

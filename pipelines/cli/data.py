@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
+from pipelines.cli.common import ParamsOpt, iso_date, iso_time, local_path, params_or_exit
 from pipelines.core import storage
-from pipelines.data.etl import NoLandingFiles, run_etl, validate_date
+from pipelines.data.etl import run_etl, validate_date
 from pipelines.data.generate import generate_landing
 from pipelines.data.lake_check import check_lake
 from pipelines.data.sampling import run_sampling
@@ -46,7 +46,7 @@ def generate(
     p = params_or_exit(params)
     overrides: dict[str, object] = {}
     if start is not None:
-        overrides["start_date"] = dt.date.fromisoformat(start)
+        overrides["start_date"] = iso_date(start, "--start")
     if days is not None:
         overrides["days"] = days
     if rows_per_day is not None:
@@ -84,27 +84,19 @@ def etl(
 
     p = params_or_exit(params)
     if date is not None:
-        try:
-            validate_date(date, name="--date")
-        except ValueError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-    ref = dt.datetime.fromisoformat(as_of) if as_of else None
+        validate_date(date, name="--date")
+    ref = iso_time(as_of, "--as-of") if as_of else None
     if ref is not None and ref.tzinfo is None:
         ref = ref.replace(tzinfo=dt.UTC)
-    try:
-        manifest = run_etl(
-            landing=landing,
-            lake=lake,
-            quarantine=quarantine,
-            params=p,
-            as_of=ref,
-            only_date=date,
-            allow_empty=allow_empty,
-        )
-    except NoLandingFiles as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    manifest = run_etl(
+        landing=landing,
+        lake=lake,
+        quarantine=quarantine,
+        params=p,
+        as_of=ref,
+        only_date=date,
+        allow_empty=allow_empty,
+    )
     t = manifest["totals"]
     typer.echo(
         f"etl: {t['files_processed']} file(s) processed, {t['files_rejected']} rejected, "
@@ -171,15 +163,11 @@ def validate(
     if date is not None and all_partitions:
         typer.echo("error: pass either --date or --all, not both", err=True)
         raise typer.Exit(2)
-    try:
-        dates = [validate_date(date, name="--date")] if date is not None else None
-        summary_ = run_validation(
-            lake=lake, reports=str(reports), schema=p.schema, cfg=p.validation, dates=dates,
-            all_partitions=all_partitions, state=str(state) if state else None,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    dates = [validate_date(date, name="--date")] if date is not None else None
+    summary_ = run_validation(
+        lake=lake, reports=str(reports), schema=p.schema, cfg=p.validation, dates=dates,
+        all_partitions=all_partitions, state=str(state) if state else None,
+    )  # fmt: skip
     typer.echo(
         f"validate: {summary_['partitions_validated']} partition(s), {summary_['critical_failures']} critical "
         f"failure(s), {summary_['warnings']} warning(s); Data Docs: {summary_['data_docs'] or '-'}"
@@ -200,11 +188,7 @@ def sample(
     """Time-ordered train/valid/test split as of a cutoff (immature labels become null); sample train."""
 
     p = params_or_exit(params)
-    try:
-        report = run_sampling(lake=lake, out=out, cfg=p.sampling, schema=p.schema, seed=p.seed)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    report = run_sampling(lake=lake, out=out, cfg=p.sampling, schema=p.schema, seed=p.seed)
     for name, c in report["counts"].items():
         typer.echo(f"{name}: {c['rows']} rows, {c['labelled']} labelled, label rate {c['label_rate']}")
     typer.echo(f"unlabelled: {report['unlabelled_rows']} rows (cutoff {report['windows']['cutoff']})")

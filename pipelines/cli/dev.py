@@ -39,16 +39,12 @@ def dvc_deps(
         typer.echo("error: give exactly one of --check or --write", err=True)
         raise typer.Exit(2)
     root = root or dvc_yaml.resolve().parent
-    try:
-        if write:
-            code = import_graph.stage_code(root, dvc_yaml)
-            dvc_yaml.write_text(import_graph.write_deps(dvc_yaml, code), encoding="utf-8")
-            typer.echo(f"{dvc_yaml}: code deps written for {len(code)} stage(s)")
-            return
-        missing = import_graph.missing_deps(root, dvc_yaml)
-    except (OSError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    if write:
+        code = import_graph.stage_code(root, dvc_yaml)
+        dvc_yaml.write_text(import_graph.write_deps(dvc_yaml, code), encoding="utf-8")
+        typer.echo(f"{dvc_yaml}: code deps written for {len(code)} stage(s)")
+        return
+    missing = import_graph.missing_deps(root, dvc_yaml)
     for stage, files in missing.items():
         typer.echo(f"{dvc_yaml}: stage {stage!r} runs code its deps miss: {', '.join(files)}", err=True)
     if missing:

@@ -15,7 +15,6 @@ from pipelines.evaluation.evaluate import run_evaluate
 from pipelines.registry.store import (
     ALIASES,
     Registry,
-    RegistryError,
     describe_version,
     file_sha256,
     format_rows,
@@ -48,14 +47,8 @@ def evaluate(
     """Evaluate every model and baseline on the test split: metrics, calibration, slices, behavioural tests."""
 
     p = params_or_exit(params)
-    try:
-        champ = load_champion(champion) if champion else None
-        ev = run_evaluate(
-            features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champ
-        )
-    except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    champ = load_champion(champion) if champion else None
+    ev = run_evaluate(features=features, model=model, out=out, cfg=p.evaluate, seed=p.seed, champion=champ)
     for name, m in ev["metrics"].items():
         typer.echo(f"{name:<28} PR-AUC {m['pr_auc']:.4f}  ROC-AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f}")
     s = ev["summary"]
@@ -77,15 +70,11 @@ def register(
     """Register the candidate as a version, run the promotion gate, promote it to champion if it passes."""
 
     p = params_or_exit(params)
-    try:
-        result = run_register(
-            model=model, evaluation=evaluation, registry=registry, features=features, gate_cfg=p.gate,
-            evaluate_cfg=p.evaluate, seed=p.seed, created_at=dt.datetime.now(dt.UTC), git=git_info(),
-            dvc_lock_sha256=file_sha256("dvc.lock"), parent_version=parent,
-        )  # fmt: skip
-    except (RegistryError, ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    result = run_register(
+        model=model, evaluation=evaluation, registry=registry, features=features, gate_cfg=p.gate,
+        evaluate_cfg=p.evaluate, seed=p.seed, created_at=dt.datetime.now(dt.UTC), git=git_info(),
+        dvc_lock_sha256=file_sha256("dvc.lock"), parent_version=parent,
+    )  # fmt: skip
     typer.echo(f"{result['version']}: {result['status']} (gate {'passed' if result['passed'] else 'failed'}); "
                f"champion {result['champion_before']} -> {result['champion_after']}")  # fmt: skip
     for reason in result["reasons"]:
@@ -94,21 +83,12 @@ def register(
         storage.write_json(out, result)
 
 
-def _registry_call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-
-    try:
-        return fn(*args, **kwargs)
-    except RegistryError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-
-
 @registry_app.command("list")
 def registry_list(registry: RegistryOpt = "models/registry") -> None:
     """Every version with its gate status and aliases."""
 
     reg = Registry(registry)
-    typer.echo(format_rows(_registry_call(reg.summary)))
+    typer.echo(format_rows(reg.summary()))
     st = reg.state()
     typer.echo(
         f"aliases (generation {st.generation}): " + ", ".join(f"{a}={v}" for a, v in st.aliases.items())
@@ -129,7 +109,7 @@ def registry_gc(
     loaded); list them, and with --delete remove them. A version an alias names is never touched."""
 
     reg = Registry(registry)
-    found = _registry_call(reg.gc, min_age=dt.timedelta(minutes=min_age_minutes), delete=delete)
+    found = reg.gc(min_age=dt.timedelta(minutes=min_age_minutes), delete=delete)
     if not found:
         typer.echo(f"registry gc {registry}: no incomplete version")
         return
@@ -178,7 +158,7 @@ def registry_show(
             typer.echo(f"error: no {version} in {registry}", err=True)
             raise typer.Exit(1)
         version = resolved
-    lineage = _registry_call(reg.lineage, version)
+    lineage = reg.lineage(version)
     gate = reg.read_json(version, "gate.json")
     if as_json:
         typer.echo(json.dumps({"lineage": lineage, "gate": gate}, indent=2))
@@ -200,7 +180,7 @@ def registry_promote(
     if force and not reason:
         typer.echo("error: --force needs --reason (it is recorded in the alias history)", err=True)
         raise typer.Exit(2)
-    st = _registry_call(Registry(registry).promote, version, alias=alias, force=force, reason=reason)
+    st = Registry(registry).promote(version, alias=alias, force=force, reason=reason)
     typer.echo(f"{alias} = {version} (generation {st.generation})")
 
 
@@ -212,5 +192,6 @@ def registry_rollback(
 ) -> None:
     """Restore the alias's previous version from its history."""
 
-    st = _registry_call(Registry(registry).rollback, alias=alias, reason=reason)
-    typer.echo(f"{alias} = {st.aliases[alias]} (was {st.event['previous']}; generation {st.generation})")
+    st = Registry(registry).rollback(alias=alias, reason=reason)
+    previous = (st.event or {}).get("previous")
+    typer.echo(f"{alias} = {st.aliases[alias]} (was {previous}; generation {st.generation})")

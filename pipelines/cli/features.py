@@ -10,9 +10,9 @@ import typer
 
 from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
 from pipelines.core import storage
+from pipelines.core.errors import InputError
 from pipelines.edge import featurespec as fs
 from pipelines.features.build import edge_input, run_features
-from pipelines.features.leakage import LeakageError
 
 app = typer.Typer()
 
@@ -35,13 +35,9 @@ def features(
     """Fit the feature spec on the train split, check for leakage, write feature matrices and the report."""
 
     p = params_or_exit(params)
-    try:
-        report = run_features(
-            labeled=labeled, lake=lake, out=out, reports=reports, params=p, importance=importance
-        )
-    except LeakageError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    report = run_features(
+        labeled=labeled, lake=lake, out=out, reports=reports, params=p, importance=importance
+    )
     s = report["summary"]
     typer.echo(
         f"features: {report['n_features']} features from {report['n_inputs']} inputs, rows {report['rows']}; "
@@ -69,16 +65,12 @@ def edge_input_cmd(
     """Build the edge model's input CSV for new raw rows: their columns plus the aggregates from the lake."""
 
     try:
-        try:
-            frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise ValueError(f"{rows}: {err}") from None
-        built = edge_input(
-            frame, lake=lake, spec=fs.loads_spec(storage.read_bytes(spec).decode()), source=str(rows)
-        )
-    except (OSError, ValueError, KeyError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        frame = pd.read_csv(rows, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(f"{rows}: {err}") from None
+    built = edge_input(
+        frame, lake=lake, spec=fs.loads_spec(storage.read_bytes(spec).decode()), source=str(rows)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     built.to_csv(out, index=False)
     typer.echo(f"{out}: {len(built):,} row(s), {built.shape[1]} column(s) (aggregates from {lake})")

@@ -26,12 +26,8 @@ def label(
     """Natural + weak (labeling functions, label model) + hand labels with lineage; active-learning queue."""
 
     p = params_or_exit(params)
-    try:
-        report = run_labeling(training=training, hand_labels=hand_labels, out=out, reports=reports,
-                              cfg=p.labeling, schema=p.schema, seed=p.seed)  # fmt: skip
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    report = run_labeling(training=training, hand_labels=hand_labels, out=out, reports=reports,
+                          cfg=p.labeling, schema=p.schema, seed=p.seed)  # fmt: skip
     lm = report["label_model"]["gold"]
     typer.echo(f"label model ({report['label_model']['kind']}) on gold: balanced accuracy "
                f"{lm['balanced_accuracy']}; best LF {report['best_lf']['name']}: {report['best_lf']['balanced_accuracy']}")  # fmt: skip

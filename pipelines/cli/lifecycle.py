@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import glob
 import os
 import re
@@ -11,17 +10,16 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.common import ParamsOpt, local_path, params_or_exit
+from pipelines.cli.common import ParamsOpt, iso_date, local_path, params_or_exit
 from pipelines.core import storage
-from pipelines.core.config import ConfigError
 from pipelines.data.etl import lake_dates, run_etl
 from pipelines.data.generate import generate_landing
 from pipelines.lifecycle.backtest import load_timeline, markdown_table, run_backtest, write_outputs
 from pipelines.lifecycle.init_profile import infer_profile, read_sample, write_profile
 from pipelines.lifecycle.profile_run import run_profile
-from pipelines.lifecycle.retrain import RetrainError, run_retrain
+from pipelines.lifecycle.retrain import run_retrain
 from pipelines.lifecycle.summary import summarize
-from pipelines.registry.store import RegistryError, git_info
+from pipelines.registry.store import git_info
 
 app = typer.Typer()
 
@@ -70,14 +68,10 @@ def init_profile(
     folder = from_.resolve().parent
     inside = folder.is_relative_to(Path.cwd().resolve())  # inside the project: relative, portable
     land = landing or (os.path.relpath(folder, Path.cwd()) if inside else str(folder))
-    try:
-        df = read_sample(from_, max_rows=max_rows)
-        proposal = infer_profile(df, label=label, time=time, positive=positive, name=name, entity=entity,
-                                 time_format=time_format, landing=land, pattern=pattern, file_format=fmt)  # fmt: skip
-        path, warn_path = write_profile(proposal, out_dir=out, source_file=str(from_), force=force)
-    except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    df = read_sample(from_, max_rows=max_rows)
+    proposal = infer_profile(df, label=label, time=time, positive=positive, name=name, entity=entity,
+                             time_format=time_format, landing=land, pattern=pattern, file_format=fmt)  # fmt: skip
+    path, warn_path = write_profile(proposal, out_dir=out, source_file=str(from_), force=force)
     s = proposal.stats
     typer.echo(f"{path}: {len(proposal.params['schema']['columns'])} columns, {s['rows_sampled']:,} rows sampled, "
                f"{s['days']} days, label rate {s['label_rate']:.2%}, entity {s['entity_key']}")  # fmt: skip
@@ -101,11 +95,7 @@ def run_profile_cmd(
 ) -> None:
     """Run the pipeline for a profile with DVC, in its own workspace runs/NAME (a normal DVC project)."""
 
-    try:
-        rc, ws = run_profile(Path.cwd(), profile, until=until, landing=landing, force=force)
-    except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    rc, ws = run_profile(Path.cwd(), profile, until=until, landing=landing, force=force)
     typer.echo(summarize(ws / "reports"))
     typer.echo(f"workspace: {ws} (cd there and `dvc repro` works too)")
     if rc:
@@ -153,13 +143,9 @@ def retrain(
 
     p = params_or_exit(params)
 
-    try:
-        r = run_retrain(lake=lake, registry=registry, features_out=features_out, out=out, reports=reports, params=p,
-                        mode=mode, decision=decision, as_of=dt.date.fromisoformat(as_of) if as_of else None,
-                        git=git_info(), best_params=best_params, hand_labels=hand_labels)  # fmt: skip
-    except (RetrainError, RegistryError, ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    r = run_retrain(lake=lake, registry=registry, features_out=features_out, out=out, reports=reports, params=p,
+                    mode=mode, decision=decision, as_of=iso_date(as_of, "--as-of") if as_of else None,
+                    git=git_info(), best_params=best_params, hand_labels=hand_labels)  # fmt: skip
     if not r["ran"]:
         typer.echo(f"retrain skipped: {r['reason']}")
         return
@@ -207,7 +193,7 @@ def backtest(
             ("days", generate_days), ("rows_per_day", rows_per_day)) if v is not None})  # fmt: skip
         if drift_date is not None:
             syn = syn.model_copy(
-                update={"drift": syn.drift.model_copy(update={"date": dt.date.fromisoformat(drift_date)})}
+                update={"drift": syn.drift.model_copy(update={"date": iso_date(drift_date, "--drift-date")})}
             )
         p = p.model_copy(update={"synthetic": syn})
     if generate_days is not None:
@@ -219,13 +205,9 @@ def backtest(
             generate_landing(p.synthetic, out=storage.join(root, "landing"), seed=p.seed)
             run_etl(landing=storage.join(root, "landing"), lake=lake, quarantine=storage.join(root, "quarantine"),
                     params=p)  # fmt: skip
-    try:
-        tl = load_timeline(lake, p)
-        result = run_backtest(tl, p, periods=periods, start=dt.date.fromisoformat(start) if start else None,
-                              strategies=strategies.split(",") if strategies else None)  # fmt: skip
-    except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    tl = load_timeline(lake, p)
+    result = run_backtest(tl, p, periods=periods, start=iso_date(start, "--start") if start else None,
+                          strategies=strategies.split(",") if strategies else None)  # fmt: skip
     files = write_outputs(out, result)
     typer.echo(markdown_table(result))
     typer.echo(f"written: {', '.join(files.values())}")

@@ -38,23 +38,19 @@ def monitor(
     Default window: monitor.period_days up to the newest lake partition."""
 
     p = params_or_exit(params)
-    try:
-        r = run_monitor(
-            lake=lake,
-            predictions=predictions,
-            registry=registry,
-            out=out,
-            schema=p.schema,
-            cfg=p.monitor,
-            seed=p.seed,
-            date=date,
-            start=start,
-            end=end,
-            model_version=model_version,
-        )
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    r = run_monitor(
+        lake=lake,
+        predictions=predictions,
+        registry=registry,
+        out=out,
+        schema=p.schema,
+        cfg=p.monitor,
+        seed=p.seed,
+        date=date,
+        start=start,
+        end=end,
+        model_version=model_version,
+    )
     d = r["decision"]
     typer.echo(
         f"{d['window']['label']}: drift={d['drift']} retrain={d['retrain']} ({r['summary']['cpu_seconds']} CPU-s)"

@@ -11,6 +11,7 @@ import yaml
 
 from pipelines.cli.common import ParamsOpt, params_or_exit
 from pipelines.core.config import edit_target, params_comments, params_origins
+from pipelines.core.errors import InputError
 from pipelines.data.sources import adapter_for
 from pipelines.lifecycle.profile_run import pipeline_param_keys
 
@@ -25,9 +26,8 @@ def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
     p = params_or_exit(params)
     try:
         adapter_for(p)  # the source's mapping: renames, drop, label and time columns
-    except ValueError as err:
-        typer.echo(f"error: {edit_target(params, params.read_text(encoding='utf-8'))}: {err}", err=True)
-        raise typer.Exit(2) from None
+    except ValueError as err:  # the adapter's own checks of the source mapping (InputError)
+        raise InputError(f"{edit_target(params, params.read_text(encoding='utf-8'))}: {err}") from None
     typer.echo(f"{params}: ok (source={p.source.kind}, {len(p.schema.columns)} columns)")
 
 

@@ -10,8 +10,7 @@ import typer
 from pipelines.cli.common import ParamsOpt, log, params_or_exit
 from pipelines.core import storage
 from pipelines.edge.runtime import main as edge_main
-from pipelines.registry.store import RegistryError
-from pipelines.serving.predict import NoChampionError, PredictError, run_predict
+from pipelines.serving.predict import NoChampionError, run_predict
 from pipelines.serving.quantize import run_quantize
 from pipelines.training.models import quiet_tensorflow
 
@@ -62,13 +61,9 @@ def quantize(
     if evaluation is not None and not storage.exists(evaluation):
         typer.echo(f"error: {evaluation} not found; run `loopline evaluate` first", err=True)
         raise typer.Exit(2)
-    try:
-        r = run_quantize(features=features, model=model, out=out, reports=reports, cfg=p.quantize,
-                         evaluate_cfg=p.evaluate, seed=p.seed, registry=registry, version=version,
-                         evaluation=None if evaluation is None else storage.read_json(evaluation))  # fmt: skip
-    except (ValueError, FileNotFoundError, RegistryError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    r = run_quantize(features=features, model=model, out=out, reports=reports, cfg=p.quantize,
+                     evaluate_cfg=p.evaluate, seed=p.seed, registry=registry, version=version,
+                     evaluation=None if evaluation is None else storage.read_json(evaluation))  # fmt: skip
     typer.echo(f"keras float ROC-AUC {r['keras']['roc_auc']:.4f}; threshold {r['threshold']:.6f}")
     for name, v in r["variants"].items():
         w = v["parity"]["whole"]
@@ -136,16 +131,12 @@ def predict(
                         model=model or p.predict.model, version=version, cfg=cfg, params=p)  # fmt: skip
     except NoChampionError as err:
         if not skip_without_champion:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise
         log.warning("predict skipped: %s", err)
         storage.ensure_dir(out)
         if summary_out is not None:
             storage.write_json(summary_out, {"skipped": True, "reason": str(err), "rows": 0, "dates": []})
         return
-    except (PredictError, RegistryError, ValueError, FileNotFoundError) as err:  # e.g. a tampered artifact
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"predict: {s['rows']} rows, {len(s['dates'])} partition(s) with {s['model']} of "
                f"{s['model_version']} (scorer {s['scorer']}) in {s['wall_seconds']:.1f} s ({s['rows_per_second']:.0f} rows/s)")  # fmt: skip
     if summary_out is not None:

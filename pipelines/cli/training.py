@@ -32,11 +32,7 @@ def tune(
     """Optuna TPE + pruning on one shared study; continues the study up to tune.n_trials finished trials."""
 
     p = params_or_exit(params)
-    try:
-        s = run_tune(features=features, out=out, params=p, storage_url=storage)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    s = run_tune(features=features, out=out, params=p, storage_url=storage)
     typer.echo(f"study {s['study_name']} ({s['storage']}): trials {s['trials']}, "
                f"best {s['metric']} {s['best_value']:.4f} (trial {s['best_trial']}), {s['wall_seconds']:.1f} s")  # fmt: skip
 
@@ -61,11 +57,7 @@ def train(
 
     quiet_tensorflow()
     p = params_or_exit(params)
-    try:
-        m = run_train(features=features, best_params=best_params, out=out, reports=reports, params=p)
-    except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    m = run_train(features=features, best_params=best_params, out=out, reports=reports, params=p)
     for name, v in m["valid"].items():
         typer.echo(f"{name:20s} valid PR-AUC {v['pr_auc']:.4f}  ROC-AUC {v['roc_auc']:.4f}")
     d = m["distillation"]

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.errors import InputError
 from pipelines.core.storage_backend import TMP_PREFIX, Backend
 
 __all__ = [
@@ -146,7 +147,7 @@ def backend_for(loc: str) -> Backend:
 
             register_backend("s3", S3Backend())
         if scheme not in _BACKENDS:
-            raise ValueError(
+            raise InputError(
                 f"location {loc!r}: no storage backend for scheme {scheme!r}; use a local path or s3://"
             )
         return _BACKENDS[scheme]
@@ -299,7 +300,7 @@ def write_parquet_batches(
         if writer is not None:
             writer.close()
     if writer is None:
-        raise ValueError(f"{loc}: no record batches to write")
+        raise InputError(f"{loc}: no record batches to write")
     write_bytes(loc, sink.getvalue())
     return rows
 

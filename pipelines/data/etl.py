@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import InputError
 from pipelines.core import storage
 from pipelines.core.config import ColumnSpec, EtlConfig, Params, SchemaConfig, params_file
 from pipelines.core.timeparse import TS as TIMESTAMP_UTC
@@ -91,11 +92,11 @@ def lake_schema(schema: SchemaConfig) -> pa.Schema:
 def validate_date(value: str, *, name: str = "date") -> str:
     """A partition date from outside (CLI, Airflow): strictly YYYY-MM-DD, so no path can be smuggled in."""
     if not isinstance(value, str) or not DATE_RE.match(value):
-        raise ValueError(f"{name} = {value!r}: expected a date as YYYY-MM-DD")
+        raise InputError(f"{name} = {value!r}: expected a date as YYYY-MM-DD")
     try:
         dt.date.fromisoformat(value)
     except ValueError as err:
-        raise ValueError(f"{name} = {value!r}: not a calendar date ({err}); expected YYYY-MM-DD") from None
+        raise InputError(f"{name} = {value!r}: not a calendar date ({err}); expected YYYY-MM-DD") from None
     return value
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import InputError
 from pipelines.core import storage
 from pipelines.core.config import SamplingConfig, SchemaConfig
 from pipelines.core.samplers import simple_random_indices, stratified_indices
@@ -98,7 +99,7 @@ def compute_windows(cfg: SamplingConfig, *, oldest: dt.date, newest: dt.date) ->
     lake_start = _midnight(oldest)
     train_start = max(lake_start, train_end - cfg.train_days * DAY) if cfg.train_days else lake_start
     if train_end <= lake_start:
-        raise ValueError(
+        raise InputError(
             f"sampling: the train window would end {train_end.date()} but the lake starts {oldest}; "
             f"cutoff {cutoff.isoformat()} minus label_maturity_days={cfg.label_maturity_days}, "
             f"test_days={cfg.test_days}, valid_days={cfg.valid_days} and 2 x gap_days={cfg.gap_days} leaves "
@@ -152,7 +153,7 @@ def _size(n_rows: int, *, fraction: float | None, n: int | None) -> int:
 def recency_weights(event_time_us: np.ndarray, *, cutoff: dt.datetime, half_life_days: float) -> np.ndarray:
     """Exponential recency weights: 1 at the cutoff, halving every ``half_life_days``."""
     if half_life_days <= 0:
-        raise ValueError(f"half_life_days={half_life_days} must be positive")
+        raise InputError(f"half_life_days={half_life_days} must be positive")
     age_days = (_ts_us(cutoff) - event_time_us.astype(np.int64)) / 86_400e6
     return np.power(0.5, np.maximum(age_days, 0.0) / half_life_days)
 
@@ -164,9 +165,9 @@ def weighted_indices(weights: np.ndarray, *, size: int, rng: np.random.Generator
     """
     w = np.asarray(weights, dtype=float)
     if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("weights must be finite and non-negative")
+        raise InputError("weights must be finite and non-negative")
     if not 0 <= size <= int((w > 0).sum()):
-        raise ValueError(f"size={size} must be within [0, {(w > 0).sum()}] (rows with a positive weight)")
+        raise InputError(f"size={size} must be within [0, {(w > 0).sum()}] (rows with a positive weight)")
     with np.errstate(divide="ignore"):
         keys = np.where(w > 0, np.log(rng.random(len(w))) / np.where(w > 0, w, 1.0), -np.inf)
     if size == 0:
@@ -186,7 +187,7 @@ def importance_weights(
     """
     total = float(sum(target.values()))
     if total <= 0:
-        raise ValueError(f"importance target {target!r} must have a positive total")
+        raise InputError(f"importance target {target!r} must have a positive total")
     p = {str(k): v / total for k, v in target.items()}
     keys, inverse, counts = np.unique(values.astype(str), return_inverse=True, return_counts=True)
     q = counts / counts.sum()
@@ -215,7 +216,7 @@ class ReservoirSampler:
 
     def __init__(self, k: int, *, seed: int | np.random.SeedSequence | list[int]) -> None:
         if k <= 0:
-            raise ValueError(f"reservoir size k={k} must be positive")
+            raise InputError(f"reservoir size k={k} must be positive")
         self.k = k
         self._rng = np.random.default_rng(seed)
         self.seen = 0
@@ -292,7 +293,7 @@ class ReservoirSampler:
 
     def result(self) -> pa.Table:
         if not self._chunks:
-            raise ValueError("reservoir: the stream was empty")
+            raise InputError("reservoir: the stream was empty")
         filled = self._slot_pos[self._slot_pos >= 0]
         return pa.concat_tables(self._chunks, promote_options="default").take(pa.array(filled))
 
@@ -312,7 +313,7 @@ def reservoir_sample(
 
 def _column_strings(table: pa.Table, name: str) -> np.ndarray:
     if name not in table.column_names:
-        raise ValueError(
+        raise InputError(
             f"sampling: column {name!r} is not in the event table; choose one of {table.column_names}"
         )
     arr = table.column(name)
@@ -370,7 +371,7 @@ def sample_train(
         return _with_weight(_sorted(sample), np.ones(sample.num_rows)), {**info, "k": cfg.n}
     elif cfg.method == "importance":
         if importance_target is None:
-            raise ValueError("sampling.method importance needs a target mix (sampling.importance.target)")
+            raise InputError("sampling.method importance needs a target mix (sampling.importance.target)")
         values = _column_strings(train, cfg.importance.column)
         weights, imp = importance_weights(
             values, target=importance_target, max_weight=cfg.importance.max_weight
@@ -378,7 +379,7 @@ def sample_train(
         idx = np.arange(n_rows)
         info["importance"] = {"column": cfg.importance.column, **imp}
     else:  # pragma: no cover - the config's Literal forbids it
-        raise ValueError(f"unknown sampling method {cfg.method!r}")
+        raise InputError(f"unknown sampling method {cfg.method!r}")
     out = train.take(pa.array(idx, pa.int64()))
     return _with_weight(out, weights), info
 
@@ -454,7 +455,7 @@ def run_sampling(
     """Build ``out/{train,valid,test,unlabelled}.parquet`` and ``out/sampling.json``; returns the report."""
     dates = lake_dates(lake)
     if not dates:
-        raise ValueError(f"sampling: no partitions under lake {lake!r}; run `loopline etl` first")
+        raise InputError(f"sampling: no partitions under lake {lake!r}; run `loopline etl` first")
     windows = compute_windows(
         cfg, oldest=dt.date.fromisoformat(dates[0]), newest=dt.date.fromisoformat(dates[-1])
     )
@@ -471,7 +472,7 @@ def run_sampling(
         if importance_target is None:
             recent = _read_window(lake, dates, tschema, cutoff - cfg.importance.recent_days * DAY, cutoff)
             if recent.num_rows == 0:
-                raise ValueError(
+                raise InputError(
                     f"sampling.importance: no rows in the {cfg.importance.recent_days} days before the cutoff"
                 )
             vals, freq = np.unique(

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core.errors import EXIT_CHECK_FAILED, InputError
 from pipelines.core import storage
 from pipelines.core.config import SchemaConfig, ValidationConfig
 from pipelines.data.etl import MANIFEST_DIR, lake_dates, lake_schema, partition_path, read_partition
@@ -101,6 +102,8 @@ _ARG_NAMES = {
 
 class ValidationFailed(RuntimeError):
     """A partition failed expectations at or above ``validation.fail_on``; one line per failure."""
+
+    exit_code = EXIT_CHECK_FAILED  # a check that ran and refused, not a usage error
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
@@ -761,11 +764,11 @@ def run_validation(
     started = time.time()
     reports_dir = storage.local_path(reports)
     if reports_dir is None:
-        raise ValueError(f"--reports {reports!r}: Data Docs are written to a local folder; pass a local path")
+        raise InputError(f"--reports {reports!r}: Data Docs are written to a local folder; pass a local path")
     state = state or storage.join(reports, "state")
     state_dir = storage.local_path(state)
     if state_dir is None:
-        raise ValueError(f"--state {state!r}: GX's result store is a local folder; pass a local path")
+        raise InputError(f"--state {state!r}: GX's result store is a local folder; pass a local path")
     record_loc = storage.join(state, RECORD_FILE)
     record = storage.read_json(record_loc) if storage.exists(record_loc) else empty_record()
     suite = suite_digest(schema, cfg)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.core.errors import InputError
+
 PACKAGE = "pipelines"
 CLI_MODULE = "pipelines.cli"
 DEPS_MARKER = "pipelines/"
@@ -418,14 +420,14 @@ def stage_code(root: Path, dvc_yaml: Path | None = None) -> dict[str, list[str]]
     """
     graph = read_graph(root)
     if CLI_MODULE not in graph.modules:
-        raise ValueError(f"{root}: no {PACKAGE}/cli here; run from the project root or pass --root")
+        raise InputError(f"{root}: no {PACKAGE}/cli here; run from the project root or pass --root")
     entries = command_entries(graph)
     defining = {m for m in cli_modules(graph) if _defines_commands(graph.modules[m])}
     cli_top = {imp.target for imp in graph.imports if imp.source == CLI_MODULE and not imp.local}
     out = {}
     for stage, command in stage_commands(dvc_yaml or root / "dvc.yaml").items():
         if command not in entries:
-            raise ValueError(
+            raise InputError(
                 f"dvc.yaml: stage {stage!r} runs 'loopline {command}', which the CLI does not define"
             )
         modules = closure(graph, {CLI_MODULE} | cli_top | entries[command], opaque=defining | {CLI_MODULE})
@@ -494,7 +496,7 @@ def write_deps(dvc_yaml: Path, code: Mapping[str, list[str]]) -> str:
     flush()
     absent = sorted(set(code) - done)
     if absent:
-        raise ValueError(f"{dvc_yaml}: no deps list for stage(s) {', '.join(absent)}; add `deps:` to each")
+        raise InputError(f"{dvc_yaml}: no deps list for stage(s) {', '.join(absent)}; add `deps:` to each")
     return "".join(out)
 
 

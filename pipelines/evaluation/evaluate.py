@@ -38,6 +38,7 @@ import pandas as pd
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import BehaviouralConfig, EvaluateConfig, params_file
+from pipelines.core.errors import InputError
 from pipelines.edge.featurespec import loads_spec
 from pipelines.training import models
 
@@ -70,7 +71,7 @@ REPORT_FILE = "report.html"
 def labelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with ground truth: a non-null label that is not a weak (labeling-function) label."""
     if "label" not in frame.columns:
-        raise ValueError("frame has no 'label' column; pass a features split (data/features/<split>.parquet)")
+        raise InputError("frame has no 'label' column; pass a features split (data/features/<split>.parquet)")
     keep = frame["label"].notna()
     if "label_source" in frame.columns:
         keep &= frame["label_source"].astype("string").fillna("natural") != "weak"
@@ -86,7 +87,7 @@ def raw_frame(frame: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
 def score_frame(scorer: Any, frame: pd.DataFrame) -> np.ndarray:
     p = np.asarray(scorer.predict(frame), dtype=np.float64).reshape(-1)
     if p.shape[0] != len(frame):
-        raise ValueError(f"scorer {scorer.name!r} returned {p.shape[0]} scores for {len(frame)} rows")
+        raise InputError(f"scorer {scorer.name!r} returned {p.shape[0]} scores for {len(frame)} rows")
     return p
 
 
@@ -122,12 +123,12 @@ def slice_metrics(
     than ``margin``."""
     fn = {"roc_auc": M.roc_auc, "pr_auc": M.pr_auc}.get(metric)
     if fn is None:
-        raise ValueError(f"slice metric {metric!r}: expected roc_auc or pr_auc")
+        raise InputError(f"slice metric {metric!r}: expected roc_auc or pr_auc")
     whole = fn(y, p)
     rows = []
     for col in columns:
         if col not in frame.columns:
-            raise ValueError(
+            raise InputError(
                 f"slice column {col!r} is not in the test frame (columns e.g. {list(frame.columns)[:8]}); "
                 f"fix evaluate.slices in {params_file()}"
             )
@@ -306,7 +307,7 @@ def behavioural_tests(
     wanted = [*pert_cols, *(t.column for t in cfg.invariance), *(t.column for t in cfg.directional)]
     unknown = sorted({c for c in wanted if c not in raw.columns or c not in declared})
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"behavioural tests name {unknown}, which are not raw inputs of the feature spec "
             f"({sorted(declared)}); fix evaluate.behavioural in {params_file()}"
         )
@@ -401,7 +402,7 @@ def _compare_champion(
     y = rows["label"].astype(np.int64).to_numpy()
     models_only = {n: s for n, s in champion["scorers"].items() if _is_model(n)}
     if cfg.primary not in models_only:
-        raise ValueError(f"the champion {champion.get('version')} has no {cfg.primary!r} model to compare")
+        raise InputError(f"the champion {champion.get('version')} has no {cfg.primary!r} model to compare")
     cscores = score_with_own_spec(models_only, rows, frame_spec=spec, model_spec=champion["spec"])
     kw: dict[str, Any] = {
         "precision_target": cfg.precision_target,
@@ -454,13 +455,13 @@ def evaluate_frames(
     same labelled test rows.
     """
     if cfg.primary not in scorers:
-        raise ValueError(
+        raise InputError(
             f"evaluate.primary = {cfg.primary!r} is not among the candidate's scorers {sorted(scorers)}; "
             f"train it or change evaluate.primary in {params_file()}"
         )
     rows = labelled_rows(test)
     if rows.empty or rows["label"].nunique() < 2:
-        raise ValueError(
+        raise InputError(
             f"the test split has {len(rows)} labelled row(s) with {rows['label'].nunique() if len(rows) else 0} "
             "class(es); evaluation needs both classes (check sampling.test_days / label maturity)"
         )
@@ -808,7 +809,7 @@ def run_evaluate(
     spec = loads_spec(storage.read_bytes(storage.join(features, "spec.json")))
     mspec = models.load_spec(model)
     if mspec.get("digest") != spec.get("digest"):
-        raise ValueError(
+        raise InputError(
             f"{model}/spec.json (digest {str(mspec.get('digest'))[:12]}) differs from {features}/spec.json "
             f"({str(spec.get('digest'))[:12]}): the candidate was trained on other features; retrain it"
         )

@@ -37,6 +37,7 @@ import pandas as pd
 from pipelines.core import storage
 from pipelines.core.config import ColumnSpec, FeatureAggregatesConfig, FeaturesConfig, Params, SchemaConfig
 from pipelines.core.drift import psi as drift_psi
+from pipelines.core.errors import InputError
 from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
 from pipelines.features import leakage
@@ -77,7 +78,7 @@ def parse_window(window: str) -> int:
         or not window[:-1].isdigit()
         or int(window[:-1]) < 1
     ):
-        raise ValueError(
+        raise InputError(
             f"aggregate window {window!r}: expected a positive number and s, m, h or d, e.g. 24h"
         )
     return int(window[:-1]) * _UNIT_SECONDS[window[-1]]
@@ -152,7 +153,7 @@ def aggregate_arrays(
     bit); ``numpy`` is the reference (a binary search per event and window); ``auto``: numba when installed.
     """
     if engine not in ("auto", "numba", "numpy"):
-        raise ValueError(f"aggregate_arrays: engine={engine!r}: expected auto, numba or numpy")
+        raise InputError(f"aggregate_arrays: engine={engine!r}: expected auto, numba or numpy")
     if engine == "auto":
         engine = "numba" if numba_available() else "numpy"
     n = len(t_us)
@@ -279,7 +280,7 @@ def input_kinds(
                          ("features.crosses", [c for cross in cfg.crosses for c in cross])):  # fmt: skip
         unknown = sorted(set(names) - known - set(aggregates or {}))
         if unknown:
-            raise ValueError(f"params: {where} names {unknown}, which schema.columns does not declare")
+            raise InputError(f"params: {where} names {unknown}, which schema.columns does not declare")
     kinds: dict[str, str] = {}
     for col in schema.columns:
         if col.name == schema.entity_key or col.name in cfg.drop:
@@ -346,7 +347,7 @@ def fit_spec(
 ) -> dict[str, Any]:
     """Fit the feature spec on the train split only (pure). ``aggregates``: aggregate column -> nullable."""
     if len(train) == 0:
-        raise ValueError("fit_spec: the train split is empty; nothing to fit the feature spec on")
+        raise InputError("fit_spec: the train split is empty; nothing to fit the feature spec on")
     kinds = input_kinds(schema, cfg, aggregates)
     declared = {c.name: c for c in schema.columns}
     missing_cols = [c for c in kinds if c not in train.columns]
@@ -529,7 +530,7 @@ def build_features(
 ) -> FeatureBuild:
     """Aggregates, fit on train, leakage checks (raise LeakageError listing every problem), transform."""
     if "train" not in splits or len(splits["train"]) == 0:
-        raise ValueError(f"build_features: a non-empty 'train' split is required (got {sorted(splits)})")
+        raise InputError(f"build_features: a non-empty 'train' split is required (got {sorted(splits)})")
     frames, agg_cols = _attach_aggregates(splits, history, entity_key=schema.entity_key, agg=cfg.aggregates)
     train = frames["train"]
     spec = fit_spec(train, cfg=cfg, schema=schema, aggregates=agg_cols,
@@ -709,11 +710,11 @@ def edge_input(
     need = ["event_time", entity, *([value] if value else [])]
     missing = [c for c in need if c not in out.columns]
     if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; the aggregates need {need}")
+        raise InputError(f"{source}: missing column(s) {missing}; the aggregates need {need}")
     times = pd.to_datetime(out["event_time"], utc=True, errors="coerce")
     if times.isna().any():
         row = int(np.flatnonzero(times.isna().to_numpy())[0]) + 2  # 1-based, after the header
-        raise ValueError(f"{source}: row {row}: event_time {out['event_time'].iloc[row - 2]!r} is not a time")
+        raise InputError(f"{source}: row {row}: event_time {out['event_time'].iloc[row - 2]!r} is not a time")
     events = out[["event_id", entity, *([value] if value else [])]].assign(event_time=times)
     if value:
         events[value] = pd.to_numeric(events[value], errors="coerce")
@@ -754,7 +755,7 @@ def write_feature_splits(
         ]
         clash = set(keep) & set(spec["feature_names"])
         if clash:
-            raise ValueError(f"feature names {sorted(clash)} collide with raw columns; rename the columns")
+            raise InputError(f"feature names {sorted(clash)} collide with raw columns; rename the columns")
         table = pd.concat(
             [
                 frame[keep].reset_index(drop=True),

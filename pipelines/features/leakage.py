@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.core.errors import EXIT_CHECK_FAILED
 from pipelines.edge.featurespec import as_float, as_text
 
 __all__ = [
@@ -70,6 +71,8 @@ class LeakageReport:
 
 class LeakageError(RuntimeError):
     """The feature build found leakage; the message lists every problem, one per line."""
+
+    exit_code = EXIT_CHECK_FAILED  # a check that ran and refused, not a usage error
 
     def __init__(self, problems: list[LeakageProblem]) -> None:
         self.problems = problems

@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from pipelines.core import storage
 from pipelines.core.config import LabelingConfig, SchemaConfig
+from pipelines.core.errors import InputError
 from pipelines.labeling.labeling_functions import (
     ABSTAIN,
     MODEL_MAX_ROWS,
@@ -97,13 +98,13 @@ class LabelModel:
 def _symbols(votes: np.ndarray, classes: np.ndarray) -> np.ndarray:
     votes = np.asarray(votes, dtype=np.int64)
     if votes.ndim != 2:
-        raise ValueError(f"votes must be a (rows, LFs) matrix, got shape {votes.shape}")
+        raise InputError(f"votes must be a (rows, LFs) matrix, got shape {votes.shape}")
     sym = np.zeros(votes.shape, dtype=np.int64)
     for k, c in enumerate(classes):
         sym[votes == c] = k + 1
     bad = (sym == 0) & (votes != ABSTAIN)
     if bad.any():
-        raise ValueError(
+        raise InputError(
             f"votes contain {sorted(set(votes[bad].tolist()))}; expected {list(classes)} or {ABSTAIN}"
         )
     return sym
@@ -129,13 +130,13 @@ def fit_dawid_skene(
     sym = _symbols(votes, classes)
     n, m = sym.shape
     if n == 0:
-        raise ValueError("fit_dawid_skene: no rows to fit")
+        raise InputError("fit_dawid_skene: no rows to fit")
     patterns, inverse, counts = np.unique(sym, axis=0, return_inverse=True, return_counts=True)
     counts = counts.astype(float)
     fixed = class_prior is not None
     prior = np.asarray(class_prior, dtype=float) if fixed else np.full(K, 1.0 / K)
     if prior.shape != (K,) or (prior <= 0).any():
-        raise ValueError(
+        raise InputError(
             f"class_prior {class_prior!r} must give a positive probability to each of {list(classes)}"
         )
     prior = prior / prior.sum()
@@ -344,7 +345,7 @@ def _make_model(kind: str, seed: int) -> Any:
         from sklearn.tree import DecisionTreeClassifier
 
         return DecisionTreeClassifier(max_depth=6, class_weight="balanced", random_state=seed)
-    raise ValueError(f"unknown committee model {kind!r}; use logreg, hgb or tree")
+    raise InputError(f"unknown committee model {kind!r}; use logreg, hgb or tree")
 
 
 def active_learning_scores(
@@ -355,7 +356,7 @@ def active_learning_scores(
     distribution from the committee's mean). Returns (scores, mean class probabilities, strategy)."""
     classes = np.unique(y_train)
     if len(classes) < 2:
-        raise ValueError("active learning needs labelled rows of at least two classes")
+        raise InputError("active learning needs labelled rows of at least two classes")
     keep = capped_rows(y_train, max_rows=MODEL_MAX_ROWS, rng=np.random.default_rng([seed, 0xA1]))
     probs = []
     for kind in committee:
@@ -426,7 +427,7 @@ def run_labeling(
     ``out/hand_labels_ingested.csv`` (accepted hand labels with labeler, time and file) and the reports."""
     sampling_json = storage.join(training, "sampling.json")
     if not storage.exists(sampling_json):
-        raise ValueError(f"labeling: {sampling_json} not found; run `loopline sample` first")
+        raise InputError(f"labeling: {sampling_json} not found; run `loopline sample` first")
     cutoff = dt.datetime.fromisoformat(storage.read_json(sampling_json)["windows"]["cutoff"])
     tables = {name: storage.read_parquet(storage.join(training, f"{name}.parquet")) for name in SPLITS}
     unl_loc = storage.join(training, "unlabelled.parquet")
@@ -460,7 +461,7 @@ def run_labeling(
     if cfg.gold_size is not None and cfg.gold_size < len(gold_rows):
         gold_rows = np.sort(rng.choice(gold_rows, size=cfg.gold_size, replace=False))
     if len(gold_rows) == 0:
-        raise ValueError(
+        raise InputError(
             "labeling: the train split has no matured natural labels to use as gold; check sampling windows"
         )
     gold_y = train_df["label"].to_numpy()[gold_rows].astype(np.int64)

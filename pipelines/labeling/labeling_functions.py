@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.config import LabelingFunctionOptions, SchemaConfig, params_file
+from pipelines.core.errors import InputError
 
 __all__ = [
     "ABSTAIN",
@@ -60,7 +61,7 @@ def labeling_function(
     def wrap(fn: LFFn) -> LFFn:
         key = name or fn.__name__
         if key in REGISTRY:
-            raise ValueError(f"labeling function {key!r} is registered twice")
+            raise InputError(f"labeling function {key!r} is registered twice")
         REGISTRY[key] = LabelingFunction(key, fn, tuple(requires), description or (fn.__doc__ or "").strip())
         return fn
 
@@ -130,7 +131,7 @@ def build_context(
 def _need(df: pd.DataFrame, name: str, cols: tuple[str, ...]) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"labeling function {name!r} needs column(s) {missing} that the event table lacks; "
             f"remove it from labeling.functions in {params_file()} for this source"
         )
@@ -140,7 +141,7 @@ def apply_lfs(df: pd.DataFrame, names: list[str], ctx: LFContext) -> np.ndarray:
     """The vote matrix (rows x LFs, int8; ABSTAIN = -1) of the named LFs, in order."""
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        raise ValueError(f"labeling.functions: unknown {unknown}; registered: {sorted(REGISTRY)}")
+        raise InputError(f"labeling.functions: unknown {unknown}; registered: {sorted(REGISTRY)}")
     allowed = set(ctx.schema.label_values) | {ABSTAIN}
     cols = []
     for n in names:
@@ -148,10 +149,10 @@ def apply_lfs(df: pd.DataFrame, names: list[str], ctx: LFContext) -> np.ndarray:
         _need(df, n, lf.requires)
         votes = np.asarray(lf.fn(df, ctx)).astype(np.int64)
         if votes.shape != (len(df),):
-            raise ValueError(f"labeling function {n!r} returned shape {votes.shape}, expected ({len(df)},)")
+            raise InputError(f"labeling function {n!r} returned shape {votes.shape}, expected ({len(df)},)")
         bad = set(np.unique(votes).tolist()) - allowed
         if bad:
-            raise ValueError(f"labeling function {n!r} voted {sorted(bad)}; allowed: {sorted(allowed)}")
+            raise InputError(f"labeling function {n!r} voted {sorted(bad)}; allowed: {sorted(allowed)}")
         cols.append(votes.astype(np.int8))
     return np.column_stack(cols) if cols else np.empty((len(df), 0), dtype=np.int8)
 

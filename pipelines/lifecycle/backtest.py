@@ -51,6 +51,7 @@ import pandas as pd
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import Params
+from pipelines.core.errors import InputError
 from pipelines.data.etl import lake_dates, read_partition
 from pipelines.edge import featurespec as fs
 from pipelines.edge.featurespec import Coded
@@ -99,7 +100,7 @@ def periods_of(start: dt.date, end: dt.date, kind: str) -> list[tuple[dt.date, d
     calendar months (the first may be partial when ``start`` is not the 1st). The last partial week or
     month is dropped."""
     if kind not in ("daily", "weekly", "monthly"):
-        raise ValueError(f"--periods {kind!r}: expected daily, weekly or monthly")
+        raise InputError(f"--periods {kind!r}: expected daily, weekly or monthly")
     out: list[tuple[dt.date, dt.date]] = []
     s = start
     while s <= end:
@@ -332,7 +333,7 @@ class _Ctx:
             tr = np.sort(np.random.default_rng(seed).choice(tr, size=mx, replace=False))
         va = self.rows(*holdout, cutoff)
         if len(tr) == 0 or len(np.unique(self.tl.label[tr])) < 2 or len(np.unique(self.tl.label[va])) < 2:
-            raise ValueError(f"no labelled rows of both classes to fit at cutoff {cutoff.date()}")
+            raise InputError(f"no labelled rows of both classes to fit at cutoff {cutoff.date()}")
         frame = self.tl.frame.iloc[tr]
         spec = fit_spec(frame, cfg=p.features, schema=p.schema, aggregates=self.tl.agg_columns or None,
                         aggregate_windows=p.features.aggregates.windows if self.tl.agg_columns else (),
@@ -494,11 +495,11 @@ def run_backtest(
     strategies = list(strategies or bt.strategies)
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
-        raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+        raise InputError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
     first = start or bt.start or (tl.first + dt.timedelta(days=bt.warmup_days))
     plist = periods_of(first, tl.last, kind)
     if not plist:
-        raise ValueError(
+        raise InputError(
             f"no whole {kind} period between {first} and {tl.last}; move retrain.backtest.start earlier"
         )
     maturity = (

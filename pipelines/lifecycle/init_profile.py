@@ -47,6 +47,7 @@ import yaml
 
 from pipelines.core import storage
 from pipelines.core.config import MISSING_MARKERS, Params, parse_params
+from pipelines.core.errors import InputError
 from pipelines.features.leakage import single_feature_auc
 
 __all__ = [
@@ -185,7 +186,7 @@ def read_sample(path: str | Path, *, max_rows: int = 200_000, delimiter: str | N
         with zipfile.ZipFile(path) as zf:
             members = [m for m in zf.namelist() if not m.endswith("/") and not m.startswith("__MACOSX")]
             if len(members) != 1:
-                raise ValueError(f"--from {path}: a zip must hold exactly one data file, found {members}")
+                raise InputError(f"--from {path}: a zip must hold exactly one data file, found {members}")
             with zf.open(members[0]) as fh:
                 data = fh.read()
         encoding, note = detect_encoding(data[:ENCODING_SAMPLE_BYTES])
@@ -409,12 +410,12 @@ def infer_profile(
     """Propose a complete params profile for ``df`` (every value text, as :func:`read_sample` returns)."""
     for arg, col in (("--label", label), ("--time", time), ("--entity", entity)):
         if col is not None and col not in df.columns:
-            raise ValueError(f"{arg} {col!r}: no such column; the file has {list(df.columns)}")
+            raise InputError(f"{arg} {col!r}: no such column; the file has {list(df.columns)}")
     if label == time:
-        raise ValueError(f"--label and --time name the same column {label!r}; they must differ")
+        raise InputError(f"--label and --time name the same column {label!r}; they must differ")
     n = len(df)
     if n < 50:
-        raise ValueError(f"the sample has {n} rows; init needs at least 50 to infer anything useful")
+        raise InputError(f"the sample has {n} rows; init needs at least 50 to infer anything useful")
     df = df.copy()
     for c in df.columns:  # parquet samples may hold non-str objects; everything is text from here
         df[c] = df[c].astype(object).where(df[c].notna(), None)
@@ -424,7 +425,7 @@ def infer_profile(
     lab = df[label].str.strip()
     values = lab.dropna().value_counts()
     if values.empty:
-        raise ValueError(f"--label {label!r}: every value is missing")
+        raise InputError(f"--label {label!r}: every value is missing")
     if positive is None:
         lowered = {str(v).lower(): v for v in values.index}
         for cand in ("1", "true", "yes", "y", "t", "positive", "fraud", "1.0"):
@@ -433,13 +434,13 @@ def infer_profile(
                 break
         else:
             if len(values) != 2:
-                raise ValueError(
+                raise InputError(
                     f"--label {label!r} has {len(values)} distinct values ({list(values.index[:6])}); "
                     "pass --positive VALUE to say which one is the positive class"
                 )
             positive = str(values.index[-1])  # the minority class
     if positive not in set(values.index):
-        raise ValueError(
+        raise InputError(
             f"--positive {positive!r} never occurs in {label!r}; values seen: {list(values.index[:10])}"
         )
     negatives = sorted(str(v) for v in values.index if v != positive)
@@ -451,13 +452,13 @@ def infer_profile(
     if time_format is None:
         time_format, share = detect_time_format(df[time])
         if share < 0.95:
-            raise ValueError(
+            raise InputError(
                 f"--time {time!r}: only {share:.0%} of the values parse as ISO 8601 or a common format "
                 f"(e.g. {df[time].dropna().head(3).tolist()}); pass --time-format, e.g. '%d/%m/%Y %H:%M'"
             )
     times = _parse_time(df[time], time_format)
     if times.isna().mean() > 0.05:
-        raise ValueError(
+        raise InputError(
             f"--time {time!r} --time-format {time_format!r}: {times.isna().mean():.0%} of values do not "
             f"parse (e.g. {df.loc[times.isna(), time].head(3).tolist()}); fix the format"
         )
@@ -679,7 +680,7 @@ def infer_profile(
             spec["description"] = f"{info.n_unique} values, missing {info.missing:.1%}"
         columns.append(spec)
     if len(columns) < 2:
-        raise ValueError("no feature column left after the leakage checks; see the warnings")
+        raise InputError("no feature column left after the leakage checks; see the warnings")
     hash_buckets = int(min(4096, max(32, _pow2_at_least(max(hash_vocab // 2, 1)))))
 
     # --- sampling: windows from the time range (calendar days, counted back from the newest day)

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from pipelines.core.config import EDIT_MARKER, Params, load_params, parse_params
+from pipelines.core.errors import InputError
 from pipelines.lifecycle.run_report import write_run_report
 
 __all__ = ["landing_for", "prepare_workspace", "profile_file", "run_profile", "workspace_dvc_yaml"]
@@ -74,7 +75,7 @@ def landing_for(params: Params, *, root: Path, override: str | None = None) -> s
         return None
     raw = override or params.source.landing
     if raw is None:
-        raise ValueError(
+        raise InputError(
             f"source.kind = {params.source.kind} needs the folder of your files: set source.landing in the "
             "profile (relative to the project root) or pass --landing DIR"
         )
@@ -271,7 +272,7 @@ def run_profile(
     ws = prepare_workspace(root, name, landing=landing)
     stages = yaml.safe_load((ws / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     if until is not None and until not in stages:
-        raise ValueError(f"--until {until}: no such stage; stages: {list(stages)}")
+        raise InputError(f"--until {until}: no such stage; stages: {list(stages)}")
     cmd = [_dvc(), "repro", *(["--force"] if force else []), *([until] if until else [])]
     log.info("%s: %s", ws, " ".join(cmd))
     started = dt.datetime.now(dt.UTC)

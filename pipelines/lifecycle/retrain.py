@@ -51,6 +51,7 @@ import pandas as pd
 
 from pipelines.core import storage
 from pipelines.core.config import FeatureAggregatesConfig, Params, RetrainConfig, SamplingConfig, SchemaConfig
+from pipelines.core.errors import InputError
 from pipelines.data.etl import lake_dates
 from pipelines.data.sampling import SplitWindows, compute_windows, labels_at_cutoff, run_sampling
 from pipelines.evaluation.evaluate import run_evaluate
@@ -151,7 +152,7 @@ def choose_mode(
 ) -> tuple[str, str]:
     """(stateful | stateless, why). ``n_trees``: the champion's boosted rounds (None: no XGBoost model)."""
     if requested not in ("auto", "stateful", "stateless"):
-        raise ValueError(f"--mode {requested!r}: expected auto, stateful or stateless")
+        raise InputError(f"--mode {requested!r}: expected auto, stateful or stateless")
     if not has_champion:
         return "stateless", "no champion to continue from: a fresh fit"
     if requested == "stateless":
@@ -203,7 +204,7 @@ def continue_xgboost(
     import xgboost as xgb
 
     if method not in ("add_trees", "refresh_leaf", "refresh_and_add"):
-        raise ValueError(
+        raise InputError(
             f"retrain.xgboost_method {method!r}: expected add_trees, refresh_leaf or refresh_and_add"
         )
     if len(y) == 0:

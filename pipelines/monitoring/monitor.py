@@ -49,6 +49,7 @@ from pipelines.core import drift as D
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import MonitorConfig, MonitorPolicyConfig, SchemaConfig
+from pipelines.core.errors import InputError
 from pipelines.core.samplers import stratified_indices
 from pipelines.data.etl import lake_dates, read_partition, validate_date
 from pipelines.data.sampling import ReservoirSampler, labels_at_cutoff
@@ -91,7 +92,7 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.end < self.start:
-            raise ValueError(f"window {self.start}..{self.end}: end before start; pass --start <= --end")
+            raise InputError(f"window {self.start}..{self.end}: end before start; pass --start <= --end")
 
     @property
     def days(self) -> int:
@@ -267,7 +268,7 @@ def _prediction_table(predictions: str, date: str, model_version: str | None) ->
     if not parts:
         return None
     if len(parts) > 1:
-        raise ValueError(
+        raise InputError(
             f"{folder}: {len(parts)} prediction parts ({[p.rsplit('/', 1)[-1] for p in parts]}) and no model "
             "version chosen; pass --model-version (or register a champion) to pick one"
         )
@@ -880,13 +881,13 @@ def run_monitor(
 
     c0, w0 = time.process_time(), time.perf_counter()
     if date is not None and (start or end):
-        raise ValueError("pass either --date or --start/--end, not both")
+        raise InputError("pass either --date or --start/--end, not both")
     if date is not None:
         d = dt.date.fromisoformat(validate_date(date, name="--date"))
         window = Window(d, d)
     elif start or end:
         if not (start and end):
-            raise ValueError("--start and --end go together; pass both (or --date D)")
+            raise InputError("--start and --end go together; pass both (or --date D)")
         window = Window(
             dt.date.fromisoformat(validate_date(start, name="--start")),
             dt.date.fromisoformat(validate_date(end, name="--end")),

@@ -45,6 +45,7 @@ from typing import Any
 
 from pipelines.core import storage
 from pipelines.core.config import GateConfig
+from pipelines.core.errors import EXIT_CHECK_FAILED
 from pipelines.edge.featurespec import loads_spec
 from pipelines.evaluation.evaluate import compare_champion, labelled_rows
 from pipelines.training import models
@@ -122,6 +123,8 @@ class ConcurrentUpdateError(RegistryError):
 
 class GateRefusedError(RegistryError):
     """Promotion to champion without a passed, current gate decision."""
+
+    exit_code = EXIT_CHECK_FAILED  # a check that ran and refused, not a usage error
 
 
 def sha256_bytes(data: bytes) -> str:

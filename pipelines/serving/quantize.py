@@ -46,6 +46,7 @@ import pandas as pd
 from pipelines.core import metrics as M
 from pipelines.core import storage
 from pipelines.core.config import EvaluateConfig, QuantizeConfig, QuantizeGateConfig, params_file
+from pipelines.core.errors import InputError
 from pipelines.edge.featurespec import dumps_spec
 from pipelines.edge.runtime import EdgeModel
 from pipelines.evaluation.evaluate import json_safe, labelled_rows
@@ -84,10 +85,10 @@ def representative_sample(
     """Row indices of a sample stratified by label: proportional allocation, every class at least
     ``min_share`` of the sample (or all its rows), shuffled. ``y`` may hold NaN (its own stratum)."""
     if rows < 1:
-        raise ValueError(f"representative rows = {rows}: expected at least 1")
+        raise InputError(f"representative rows = {rows}: expected at least 1")
     n = x.shape[0]
     if n == 0:
-        raise ValueError("the train split is empty: no representative dataset for int8 calibration")
+        raise InputError("the train split is empty: no representative dataset for int8 calibration")
     rng = np.random.default_rng(seed)
     keys = np.where(np.isnan(y), -1.0, y) if y.dtype.kind == "f" else y.astype(np.float64)
     classes, counts = np.unique(keys, return_counts=True)
@@ -131,7 +132,7 @@ def convert_variants(
 
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        raise ValueError(f"quantize.variants: unknown {unknown}; expected some of {list(VARIANTS)}")
+        raise InputError(f"quantize.variants: unknown {unknown}; expected some of {list(VARIANTS)}")
     target, _ = logit_model(model)
     rep = np.asarray(representative, dtype=np.float32)
 
@@ -188,7 +189,7 @@ def operating_threshold(reference: np.ndarray, *, threshold: float | None, alert
     if threshold is not None:
         return float(threshold)
     if reference.size == 0:
-        raise ValueError("no reference scores: the test split has no labelled rows")
+        raise InputError("no reference scores: the test split has no labelled rows")
     return float(np.quantile(reference, 1.0 - alert_rate))
 
 
@@ -229,7 +230,7 @@ def parity_report(
     ref = np.asarray(reference, dtype=np.float64)
     var = np.asarray(variant, dtype=np.float64)
     if not (y.shape == ref.shape == var.shape):
-        raise ValueError(f"labels {y.shape}, reference {ref.shape} and variant {var.shape} differ in length")
+        raise InputError(f"labels {y.shape}, reference {ref.shape} and variant {var.shape} differ in length")
     whole = _compare(y, ref, var, threshold)
     reasons: list[str] = []
 
@@ -247,7 +248,7 @@ def parity_report(
     for col, values in slices.items():
         vals = pd.Series(values).astype("string").fillna("<missing>").to_numpy(dtype=object)
         if vals.shape[0] != y.shape[0]:
-            raise ValueError(f"slice column {col!r} has {vals.shape[0]} values for {y.shape[0]} rows")
+            raise InputError(f"slice column {col!r} has {vals.shape[0]} values for {y.shape[0]} rows")
         for value in sorted(set(vals)):
             m = vals == value
             r = _compare(y[m], ref[m], var[m], threshold)
@@ -405,7 +406,7 @@ def run_quantize(
         reg = Registry(registry)
         evaluation = reg.read_json(_resolve(reg, registry, version), "evaluation.json")
     if evaluation is None and cfg.require_behavioural:
-        raise ValueError(
+        raise InputError(
             "quantize.require_behavioural needs the candidate's evaluation: pass --registry with --version "
             "(or --register-report), or --evaluation reports/evaluation/evaluation.json "
             f"(or set quantize.require_behavioural: false in {params_file()})"
@@ -420,7 +421,7 @@ def run_quantize(
     test = models.read_split(features, "test")
     assert train is not None and test is not None
     if list(storage.read_json(storage.join(features, "spec.json"))["feature_names"]) != names:
-        raise ValueError(f"{features}/spec.json differs from {model}/spec.json; run the stages in order")
+        raise InputError(f"{features}/spec.json differs from {model}/spec.json; run the stages in order")
     y_train = pd.to_numeric(train["label"], errors="coerce").to_numpy(dtype=np.float64)
     x_train = models.feature_matrix(train, spec)
     idx = representative_sample(x_train, y_train, rows=cfg.representative_rows, seed=seed)
@@ -428,7 +429,7 @@ def run_quantize(
 
     rows = labelled_rows(test)
     if rows.empty or rows["label"].nunique() < 2:
-        raise ValueError(f"{features}/test.parquet: the parity gate needs labelled test rows of both classes")
+        raise InputError(f"{features}/test.parquet: the parity gate needs labelled test rows of both classes")
     y = rows["label"].astype(np.int64).to_numpy()
     x = models.feature_matrix(rows, spec)
     ref = keras_scorer.predict_matrix(x)
@@ -436,7 +437,7 @@ def run_quantize(
     sl = SliceSettings.from_params(cfg, evaluate_cfg)
     missing = [c for c in sl.columns if c not in rows.columns]
     if missing:
-        raise ValueError(f"slice columns {missing} are not in {features}/test.parquet; fix quantize.slices")
+        raise InputError(f"slice columns {missing} are not in {features}/test.parquet; fix quantize.slices")
     slice_values = {c: rows[c].to_numpy(dtype=object) for c in sl.columns}
     variants: dict[str, Any] = {}
     published: dict[str, bytes] = {}

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.errors import InputError
+
 __all__ = [
     "HeuristicBaseline",
     "RandomBaseline",
@@ -53,7 +55,7 @@ def average_precision(y: np.ndarray, score: np.ndarray, w: np.ndarray | None = N
 def _rate(y: np.ndarray, w: np.ndarray) -> float:
     total = float(w.sum())
     if total <= 0:
-        raise ValueError(
+        raise InputError(
             "baselines: the labelled train rows carry no weight; check label_weight/sample_weight"
         )
     return float((w * (y == 1)).sum() / total)
@@ -114,7 +116,7 @@ class HeuristicBaseline:
         train_average_precision: float | None = None,
     ) -> None:
         if column_kind not in ("numeric", "categorical"):
-            raise ValueError(
+            raise InputError(
                 f"baseline_heuristic: column_kind {column_kind!r}; expected numeric or categorical"
             )
         self.column, self.column_kind = column, column_kind
@@ -128,7 +130,7 @@ class HeuristicBaseline:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if self.column not in frame.columns:
-            raise ValueError(
+            raise InputError(
                 f"baseline_heuristic needs raw column {self.column!r}, absent from the frame; "
                 "score a features frame (it keeps the raw inputs)"
             )
@@ -211,10 +213,10 @@ def fit_heuristic(
 ) -> HeuristicBaseline:
     """The best one-column rule among ``columns`` by weighted train average precision."""
     if not columns:
-        raise ValueError("baseline_heuristic: no candidate columns; give at least one raw input column")
+        raise InputError("baseline_heuristic: no candidate columns; give at least one raw input column")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"baseline_heuristic: candidate columns {missing} are not in the train frame")
+        raise InputError(f"baseline_heuristic: candidate columns {missing} are not in the train frame")
     prior = _rate(y, w)
     best: HeuristicBaseline | None = None
     for col in columns:
@@ -226,7 +228,7 @@ def fit_heuristic(
         if best is None or rule.train_average_precision > (best.train_average_precision or -1.0):
             best = rule
     if best is None:
-        raise ValueError(
+        raise InputError(
             f"baseline_heuristic: none of {list(columns)} gives a usable rule (all empty or constant)"
         )
     return best
@@ -246,7 +248,7 @@ def fit_baselines(
     y = np.asarray(y, dtype=np.int64)
     w = np.asarray(w, dtype=np.float64)
     if len(y) != len(frame) or len(w) != len(frame):
-        raise ValueError(f"baselines: {len(frame)} rows but {len(y)} labels and {len(w)} weights")
+        raise InputError(f"baselines: {len(frame)} rows but {len(y)} labels and {len(w)} weights")
     rate = _rate(y, w)
     heuristic = fit_heuristic(frame, y, w, columns=columns, bins=bins, max_categories=max_categories)
     return {
@@ -275,7 +277,7 @@ def baselines_from_dict(doc: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 train_average_precision=p.get("train_average_precision"),
             )
         else:
-            raise ValueError(
+            raise InputError(
                 f"baselines.json: {name!r} has unknown kind {kind!r}; expected random, zero_rule, heuristic"
             )
         out[name].name = name

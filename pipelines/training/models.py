@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core import storage
+from pipelines.core.errors import InputError
 from pipelines.edge.featurespec import dumps_spec, loads_spec
 from pipelines.features.spec_frame import transform_columns
 from pipelines.training.baselines import baselines_from_dict
@@ -94,7 +95,7 @@ def feature_matrix(frame: pd.DataFrame, spec: Mapping[str, Any]) -> np.ndarray:
     try:
         return transform_columns(spec, frame)
     except KeyError as err:
-        raise ValueError(
+        raise InputError(
             f"frame has neither the feature columns (missing e.g. {missing[:3]}) nor the raw input {err}; "
             "pass a features frame from data/features/<split>.parquet or the raw event columns"
         ) from None
@@ -103,7 +104,7 @@ def feature_matrix(frame: pd.DataFrame, spec: Mapping[str, Any]) -> np.ndarray:
 def train_mask(frame: pd.DataFrame) -> np.ndarray:
     """Rows that can be trained or evaluated on: a known (non-null) label."""
     if "label" not in frame.columns:
-        raise ValueError("frame has no 'label' column; pass a features frame (data/features/<split>.parquet)")
+        raise InputError("frame has no 'label' column; pass a features frame (data/features/<split>.parquet)")
     return frame["label"].notna().to_numpy()
 
 
@@ -268,7 +269,7 @@ def load_scorers(model_dir: str) -> dict[str, Scorer]:
     if storage.exists(xgb_path):
         meta = storage.read_json(storage.join(model_dir, XGB_META))
         if list(meta.get("feature_names", spec["feature_names"])) != list(spec["feature_names"]):
-            raise ValueError(
+            raise InputError(
                 f"{model_dir}: {XGB_META} feature_names differ from {SPEC_FILE}; retrain the model"
             )
         scorers["xgboost"] = XGBoostScorer.from_bytes(

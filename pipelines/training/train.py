@@ -40,6 +40,7 @@ from pipelines.core.config import (
     XGBoostParams,
     XGBoostTrainConfig,
 )
+from pipelines.core.errors import InputError
 from pipelines.edge.featurespec import input_columns, loads_spec
 from pipelines.training.baselines import average_precision, baselines_from_dict, fit_baselines
 from pipelines.training.imbalance import class_weights, resample, scale_pos_weight
@@ -85,7 +86,7 @@ def resolve_xgb_params(defaults: XGBoostParams, best: Mapping[str, Any] | None) 
     tuned = dict(best.get("xgboost", best))
     unknown = sorted(set(tuned) - set(XGBoostParams.model_fields))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"best_params.json: unknown XGBoost parameters {unknown}; tunable: {sorted(XGBoostParams.model_fields)}. "
             "Rerun `loopline tune` with the current params.yaml"
         )
@@ -344,13 +345,13 @@ def train_models(
     seconds: dict[str, float] = {}
     tr, va = train[train_mask(train)], valid[train_mask(valid)]
     if len(tr) == 0 or len(va) == 0:
-        raise ValueError(
+        raise InputError(
             f"no labelled rows to train on (train {len(tr)}, valid {len(va)}); "
             "check sampling.label_maturity_days and the labeling stage"
         )
     y_tr, w_tr, y_va = labels(tr), weights(tr), labels(va)
     if len(np.unique(y_tr)) < 2:
-        raise ValueError(f"train split holds only class {np.unique(y_tr).tolist()}; both classes are needed")
+        raise InputError(f"train split holds only class {np.unique(y_tr).tolist()}; both classes are needed")
     names = list(spec["feature_names"])
     x_tr, x_va = feature_matrix(tr, spec), feature_matrix(va, spec)
 

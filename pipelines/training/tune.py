@@ -62,6 +62,10 @@ MAXIMIZE = {"aucpr": True, "auc": True, "logloss": False}
 # --------------------------------------------------------------------------- pure helpers
 
 
+class TuneError(RuntimeError):
+    """The study could not finish: no complete trial, or a worker failed (the message says which and why)."""
+
+
 def _has_best(study: Any) -> bool:
     """Whether the study has a finished trial yet (``best_value`` raises before the first)."""
     try:
@@ -136,7 +140,7 @@ def best_params_document(study: Any, *, metric: str) -> dict[str, Any]:
 
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
-        raise RuntimeError(
+        raise TuneError(
             f"study {study.study_name!r} has no complete trial (all pruned or failed); "
             "raise tune.n_trials or tune.timeout_s, or lower tune.warmup_rounds"
         )
@@ -589,7 +593,7 @@ def run_workers(
         p.join()
     failed = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
     if failed:
-        raise RuntimeError(worker_failure(failed, workers=len(shares), max_rows=tune.max_train_rows))
+        raise TuneError(worker_failure(failed, workers=len(shares), max_rows=tune.max_train_rows))
 
 
 def worker_failure(failed: list[tuple[str, int | None]], *, workers: int, max_rows: int | None) -> str:

@@ -444,7 +444,7 @@ def test_a_network_lost_mid_upload_fails_in_one_line_then_a_rerun_completes(
     fwd.arm(cut_after=3_000_000, die=True)  # a few files in
     t0 = time.monotonic()
     failed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert failed.returncode == 1 and fwd.cut == 1, (fwd.cut, failed.stderr[-3000:])
+    assert failed.returncode == 2 and fwd.cut == 1, (fwd.cut, failed.stderr[-3000:])
     lines = failed.stderr.strip().splitlines()
     assert "Traceback" not in failed.stderr and lines[-1].startswith("error: ") and fwd.endpoint in lines[-1]
     assert time.monotonic() - t0 < 600

@@ -125,7 +125,7 @@ def test_an_unreachable_endpoint_ends_in_one_line_within_the_retry_budget(s3_env
     t0 = time.monotonic()
     quiet = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - t0
-    assert quiet.returncode == 1
+    assert quiet.returncode == 2
     lines = quiet.stderr.strip().splitlines()
     assert "Traceback" not in quiet.stderr and all("retrying" in ln for ln in lines[:-1]), quiet.stderr
     assert lines[-1].startswith(

@@ -107,7 +107,7 @@ def test_bad_candidate_rejected_champion_unchanged_rollback_restores(world, tmp_
     assert listing.exit_code == 0 and "rejected" in listing.output and first["version"] in listing.output
     # nothing older to roll back to now
     again = runner.invoke(app, ["registry", "rollback", "--registry", str(reg_dir)])
-    assert again.exit_code == 1 and "no previous version" in again.output
+    assert again.exit_code == 2 and "no previous version" in again.output
     history = reg.history()
     assert [e["action"] for e in history] == ["promote", "promote", "rollback"]
     # the rolled-back version was gated against the weak champion, which is champion again: it may return

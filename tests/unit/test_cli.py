@@ -50,6 +50,7 @@ def test_the_listing_imports_no_stage_and_a_command_only_its_own() -> None:
     assert not {m for m in listing if not m.startswith("pipelines.cli")} - {
         "pipelines.core",
         "pipelines.core.config",
+        "pipelines.core.errors",
     }, listing
     one = loaded("CliRunner().invoke(app, ['etl', '--help'])")
     assert "pipelines.data.etl" in one and "pipelines.cli.data" in one
@@ -157,16 +158,89 @@ def test_local_path_options_keep_their_defaults(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_a_failure_ends_in_one_line_that_says_whether_it_is_loopline_s_own() -> None:
-    from pipelines.cli import error_line
-    from pipelines.registry.store import RegistryError
+def test_the_handler_tells_user_errors_from_bugs() -> None:
+    from pipelines.core import errors
+    from pipelines.registry.store import GateRefusedError, RegistryError
 
-    assert error_line(RegistryError("version v1 is not in the registry r")) == (
-        "error: version v1 is not in the registry r"
+    assert errors.is_expected(RegistryError("x")) and errors.exit_code(RegistryError("x")) == 2
+    assert errors.is_expected(FileNotFoundError("read s3://b/k: no such object"))
+    assert errors.is_expected(errors.InputError("x")) and isinstance(errors.InputError("x"), ValueError)
+    assert errors.exit_code(GateRefusedError("gate")) == 1  # a check that refused
+    assert not errors.is_expected(KeyError("amount")) and not errors.is_expected(ValueError("bug"))
+    assert errors.error_line(RegistryError("version v1\n is not   here")) == "error: version v1 is not here"
+
+
+def _bad_args(tmp_path: Path) -> dict[str, list[str]]:
+    """One bad argument per command that reads input: a missing file or folder, a malformed value."""
+    missing = str(tmp_path / "missing")
+    params = ["--params", missing + ".yaml"]
+    return {
+        "check-params": params,
+        "params": ["show", *params],
+        "generate": ["--start", "not-a-date", "--days", "1", "--out", str(tmp_path / "g")],
+        "etl": ["--landing", missing, "--lake", str(tmp_path / "lake"), "--date", "2024-13-45"],
+        "etl --as-of": ["--as-of", "yesterday"],
+        "retrain --as-of": ["--as-of", "yesterday"],
+        "validate": params,
+        "sample": params,
+        "label": params,
+        "features": params,
+        "tune": params,
+        "train": params,
+        "evaluate": params,
+        "register": params,
+        "quantize": params,
+        "predict": params,
+        "monitor": params,
+        "retrain": params,
+        "init": ["--from", missing + ".csv", "--out", str(tmp_path / "profiles")],
+        "run": [missing],
+        "edge-predict": ["--model", missing + ".tflite", "--spec", missing + ".json", "--input", missing],
+        "edge-input": ["--rows", missing + ".csv", "--lake", missing, "--spec", missing + ".json"],
+        "registry": ["show", "--registry", missing, "v9"],
+        "backtest": params,
+        "lake": ["bogus"],
+    }
+
+
+def test_each_command_given_a_bad_argument_says_so_in_one_line_and_exits_2(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        (ROOT / "params.yaml").read_text()
+    )  # the option, not params, is bad
+    cases = _bad_args(tmp_path)
+    for name, args in cases.items():
+        result = CliRunner().invoke(app, [name.split()[0], *args])
+        out = result.output.strip().splitlines()
+        assert result.exit_code == 2, (name, result.exit_code, result.output, result.exception)
+        assert "Traceback" not in result.output, (name, result.output)
+        if " --" in name:  # the line names the option and the form it takes
+            assert f"error: {name.split()[1]} 'yesterday': expected" in result.output, result.output
+        assert (
+            len([ln for ln in out if ln.startswith(("error:", "Error", "│ ", "╭", "╰", "Usage:", "Try"))])
+            >= 1
+        ), (
+            name,
+            result.output,
+        )
+    stage_commands = {e.name for e in COMMANDS} - {"summary", "report", "dvc-deps", "plots-template"}
+    assert stage_commands <= {c.split()[0] for c in cases}, stage_commands - set(cases)
+
+
+def test_a_bug_shows_its_traceback_and_exits_1(tmp_path) -> None:
+    """A bug (not a user error) must not hide behind a one-line message."""
+    code = (
+        "import sys\n"
+        "from pipelines.cli import main, common\n"
+        "def broken(path):\n"
+        "    raise KeyError('amount')\n"
+        "common.load_params = broken\n"
+        "import pipelines.cli.common as c; c.load_params = broken\n"
+        "sys.argv = ['loopline', 'check-params', '--params', 'params.yaml']\n"
+        "main()\n"
     )
-    assert (
-        error_line(FileNotFoundError("read s3://b/k: no such object"))
-        == "error: read s3://b/k: no such object"
-    )
-    line = error_line(KeyError("amount"))
-    assert line.startswith("error: internal error (KeyError: 'amount')") and "-v" in line
+    (tmp_path / "params.yaml").write_text("{}\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback (most recent call last)" in run.stderr and "KeyError: 'amount'" in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: internal error (KeyError)")

@@ -9,6 +9,7 @@ happen in the ETL stage, the same for every source. An adapter never drops a row
 
 from __future__ import annotations
 
+from pipelines.core.errors import InputError
 from pipelines.core.config import Params
 from pipelines.data.sources.base import (
     BadLine,
@@ -35,4 +36,4 @@ def adapter_for(params: Params) -> SourceAdapter:
         )
     if kind == "hotel":
         return HotelAdapter(schema=params.schema, cfg=params.source.hotel, encoding=params.source.encoding)
-    raise ValueError(f"params: source.kind = {kind!r}: expected synthetic, hotel or generic")
+    raise InputError(f"params: source.kind = {kind!r}: expected synthetic, hotel or generic")

@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import InputError
 from pipelines.core import storage
 from pipelines.core.config import GenericSourceConfig, SchemaConfig
 from pipelines.core.timeparse import TS, parse_times
@@ -121,7 +122,7 @@ class GenericAdapter:
             if name in drop:
                 problems.append(f"source.generic.{key} = {name!r} is also in source.generic.drop")
         if problems:
-            raise ValueError("params: " + "; ".join(problems))
+            raise InputError("params: " + "; ".join(problems))
 
     def list_files(self, landing: str) -> list[str]:
         return storage.list_files(landing, self.cfg.pattern)

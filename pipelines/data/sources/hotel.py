@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import InputError
 from pipelines.core import storage
 from pipelines.core.config import HotelConfig, SchemaConfig
 from pipelines.data.sources.base import FileRejected, RawBatch, read_csv_strings, required_columns, select_contract
@@ -116,7 +117,7 @@ class HotelAdapter:
         declared = {schema.entity_key, *(c.name for c in schema.columns)}
         leaky = sorted(set(cfg.drop) & declared)
         if leaky:
-            raise ValueError(
+            raise InputError(
                 f"params: schema.columns declares {leaky}, which source.hotel.drop removes as leaky "
                 "(written after the outcome or changed after booking); remove them from schema.columns"
             )
