@@ -26,7 +26,7 @@ def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
     p = params_or_exit(params)
     try:
         adapter_for(p)  # the source's mapping: renames, drop, label and time columns
-    except ValueError as err:  # the adapter's own checks of the source mapping (InputError)
+    except InputError as err:  # the adapter's own checks of the source mapping
         raise InputError(f"{edit_target(params, params.read_text(encoding='utf-8'))}: {err}") from None
     typer.echo(f"{params}: ok (source={p.source.kind}, {len(p.schema.columns)} columns)")
 
