@@ -146,6 +146,8 @@ class LazyGroup(TyperGroup):
         except Exception as err:
             if not errors.is_expected(err):
                 raise
+            if ctx.params.get("verbose"):  # -v: the traceback too, before the line
+                traceback.print_exc()
             typer.echo(errors.error_line(err), err=True)
             raise typer.Exit(errors.exit_code(err)) from None
 

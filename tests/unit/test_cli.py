@@ -244,3 +244,13 @@ def test_a_bug_shows_its_traceback_and_exits_1(tmp_path) -> None:
     assert run.returncode == 1, run.stderr
     assert "Traceback (most recent call last)" in run.stderr and "KeyError: 'amount'" in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: internal error (KeyError)")
+
+
+def test_verbose_shows_the_traceback_of_an_expected_error_too(tmp_path) -> None:
+    """`loopline -v ...` is how a user asks for the traceback of a one-line error (README, docs/guide.md)."""
+    args = ["registry", "show", "--registry", str(tmp_path / "missing"), "v9"]
+    quiet = CliRunner().invoke(app, args)
+    loud = CliRunner().invoke(app, ["-v", *args])
+    assert quiet.exit_code == loud.exit_code == 2
+    assert "Traceback" not in quiet.output and "Traceback (most recent call last)" in loud.output
+    assert loud.output.strip().splitlines()[-1].startswith("error: version 'v9' is not in the registry")
